@@ -1,0 +1,167 @@
+"""The `raysearch` command. Each subcommand is a small function over the library.
+
+Bad input ends with one line on stderr, `raysearch: error: ...`, and exit code 2. `--json` prints
+one JSON object on stdout and nothing else there; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserInputError
+
+EXIT_USAGE = 2
+
+
+def _emit(payload: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], str]) -> None:
+    print(json.dumps(payload, default=str) if as_json else table(payload))
+
+
+def _key_values(payload: dict[str, Any]) -> str:
+    width = max(len(k) for k in payload) if payload else 0
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in payload.items())
+
+
+def _overrides(assignments: list[str]) -> dict[str, Any]:
+    from .train.config import parse_assignment
+
+    return dict(parse_assignment(a) for a in assignments or [])
+
+
+# -- prepare / data-info ---------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> None:
+    if args.source == "synthetic":
+        from .data.synthetic import prepare_synthetic
+
+        out = prepare_synthetic(args.out, num_classes=args.classes, per_class=args.per_class,
+                                num_joints=args.joints, seed=args.seed, overwrite=args.overwrite)
+    elif args.source == "ntu":
+        from .data.ntu import prepare_ntu
+
+        out = prepare_ntu(args.raw, args.out, args.benchmark, seed=args.seed, skip_bad=args.skip_bad,
+                          overwrite=args.overwrite)
+    else:
+        from .data.npz import prepare_npz
+
+        out = prepare_npz(args.file, args.out, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote dataset {out}", file=sys.stderr)
+
+
+def cmd_data_info(args: argparse.Namespace) -> None:
+    from .data.info import dataset_info
+
+    _emit(dataset_info(args.dir), args.json, _key_values)
+
+
+# -- models ----------------------------------------------------------------------------------------
+def cmd_model_info(args: argparse.Namespace) -> None:
+    import models
+
+    try:
+        info = models.model_info(models.build(args.preset, **_overrides(args.set)))
+    except models.ModelConfigError as exc:
+        raise UserInputError(str(exc)) from None
+    info = {"preset": args.preset, **info}
+    _emit(info, args.json, _key_values)
+
+
+# -- train -----------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> None:
+    from .data.format import open_dataset
+    from .train.config import TrialConfig
+    from .train.driver import Resources, fit_trial
+
+    settings = _overrides(args.set)
+    for flag in ("pretrain_epochs", "finetune_epochs", "label_fraction", "init_from", "seed"):
+        if getattr(args, flag) is not None:
+            settings[flag] = getattr(args, flag)
+    trial = TrialConfig.from_flat({"preset": args.preset, "data_dir": str(Path(args.data).resolve()), **settings})
+    dataset = open_dataset(trial.data_dir)  # fail on a bad data dir before Ray starts
+    trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes)
+    if trial.train.init_from:
+        import models
+        models.read_state_dict(trial.train.init_from)
+    resources = Resources(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker).validate()
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False) if args.address else ray.init(include_dashboard=False)
+    summary = fit_trial(trial, resources, args.out)
+    _emit(summary, args.json, lambda s: _key_values({k: s[k] for k in (
+        "status", "reason", "best_val_acc", "best_epoch", "epochs_run", "wall_time_s", "checkpoint")}))
+    if summary["status"] != "completed":
+        sys.exit(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raysearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prepare = sub.add_parser("prepare", help="import a dataset into the raysearch format")
+    prepare_sub = prepare.add_subparsers(dest="source", required=True)
+    synthetic = prepare_sub.add_parser("synthetic", help="generate procedural skeleton actions")
+    synthetic.add_argument("--out", required=True)
+    synthetic.add_argument("--classes", type=int, default=10)
+    synthetic.add_argument("--per-class", type=int, default=100)
+    synthetic.add_argument("--joints", type=int, default=25)
+    ntu = prepare_sub.add_parser("ntu", help="import raw NTU RGB+D .skeleton files")
+    ntu.add_argument("--raw", required=True)
+    ntu.add_argument("--out", required=True)
+    ntu.add_argument("--benchmark", required=True, choices=["ntu60-xsub", "ntu60-xview", "ntu120-xsub", "ntu120-xset"])
+    ntu.add_argument("--skip-bad", action="store_true", help="count and skip corrupt files instead of stopping")
+    npz = prepare_sub.add_parser("npz", help="import a CTR-GCN/STTFormer or generic .npz")
+    npz.add_argument("file")
+    npz.add_argument("--out", required=True)
+    for p in (synthetic, ntu, npz):
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing raysearch dataset")
+    prepare.set_defaults(func=cmd_prepare)
+
+    info = sub.add_parser("data-info", help="describe a dataset directory")
+    info.add_argument("dir")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_data_info)
+
+    model_info = sub.add_parser("model-info", help="parameters, FLOPs and shapes of a preset")
+    model_info.add_argument("preset")
+    model_info.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field")
+    model_info.add_argument("--json", action="store_true")
+    model_info.set_defaults(func=cmd_model_info)
+
+    train = sub.add_parser("train", help="one trial: multi-worker pre-train then fine-tune on Ray Train")
+    train.add_argument("--preset", required=True)
+    train.add_argument("--data", required=True)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="model or recipe setting")
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--cpus-per-worker", type=float, default=1)
+    train.add_argument("--gpus-per-worker", type=float, default=0)
+    train.add_argument("--pretrain-epochs", type=int)
+    train.add_argument("--finetune-epochs", type=int)
+    train.add_argument("--label-fraction", type=float)
+    train.add_argument("--init-from", help="encoder checkpoint (ours or public STTFormer layout)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", default="runs/train")
+    train.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    import models
+
+    try:
+        args.func(args)
+    except (UserInputError, models.ModelConfigError) as exc:
+        print(f"raysearch: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()

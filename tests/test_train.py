@@ -1,0 +1,148 @@
+"""One trial: pre-train then fine-tune, in-process (fast) and on local Ray Train (slow)."""
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raysearch.errors import UserInputError
+from raysearch.train.config import TrialConfig
+from raysearch.train.distributed import WorkerContext
+from raysearch.train.loop import BEST_CLASSIFIER_FILE, STATE_FILE, LocalReporter, TrialLoop
+
+
+def trial(data_dir, **settings) -> TrialConfig:
+    base = dict(preset="mvae-tiny", data_dir=str(data_dir), pretrain_epochs=1, finetune_epochs=1,
+                batch_size=32, seed=0)
+    return TrialConfig.from_flat({**base, **settings})
+
+
+def run_local(config: TrialConfig, root=None, resume=False):
+    torch.set_num_threads(1)
+    reporter = LocalReporter(root, resume=resume)
+    loop = TrialLoop(config, WorkerContext(), reporter)
+    last = loop.run()
+    return loop, reporter, last
+
+
+def test_trial_reports_every_epoch_with_monotonic_global_epoch(synthetic_data):
+    _, reporter, last = run_local(trial(synthetic_data, pretrain_epochs=2, finetune_epochs=2))
+    history = reporter.history
+    assert [h["global_epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["phase"] for h in history] == ["pretrain", "pretrain", "finetune", "finetune"]
+    for h in history:
+        assert 0.0 <= h["val_acc"] <= 1.0 and h["samples_per_s"] > 0 and h["lr"] > 0
+    assert {"train_recon_loss", "train_kl_loss", "val_loss"} <= set(history[0])
+    assert history[-1]["best_val_acc"] == max(h["val_acc"] for h in history[2:])
+
+
+def test_mvqvae_reports_codebook_statistics(synthetic_data):
+    _, reporter, _ = run_local(trial(synthetic_data, preset="mvqvae-tiny", finetune_epochs=0))
+    first = reporter.history[0]
+    assert 1.0 <= first["train_perplexity"] <= 32 and 0 < first["train_codebook_usage"] <= 1
+    assert "train_commitment_loss" in first and "train_codebook_loss" in first
+
+
+def test_label_fraction_trains_on_exactly_that_fraction_of_each_class(synthetic_data):
+    loop, reporter, _ = run_local(trial(synthetic_data, pretrain_epochs=0, label_fraction=0.05))
+    labels = loop.dataset.split("train").labels
+    per_class = Counter(labels.tolist())
+    chosen = Counter(labels[loop.finetune_indices].tolist())
+    assert chosen == {c: max(1, round(0.05 * n)) for c, n in per_class.items()}
+    assert reporter.history[-1]["finetune_samples"] == sum(chosen.values())
+
+
+def test_linear_probe_keeps_encoder_frozen(synthetic_data):
+    loop, _, _ = run_local(trial(synthetic_data, pretrain_epochs=0, finetune_mode="linear"))
+    before = dict(TrialLoop(trial(synthetic_data), WorkerContext(), LocalReporter()).model.encoder.state_dict())
+    after = loop.classifier.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+
+def test_nan_loss_ends_the_trial_with_a_reason(synthetic_data):
+    _, reporter, last = run_local(trial(synthetic_data, pretrain_epochs=3, lr=1e30))
+    assert last["diverged"] == 1 and "loss became" in last["status_reason"]
+    assert len(reporter.history) < 4, "a diverged trial stops instead of burning its budget"
+
+
+def test_resume_continues_without_repeating_epochs(synthetic_data, tmp_path):
+    config = trial(synthetic_data, pretrain_epochs=2, finetune_epochs=2)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfter(LocalReporter):
+        def report(self, metrics, checkpoint_dir):
+            super().report(metrics, checkpoint_dir)
+            if metrics["global_epoch"] == 3:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        TrialLoop(config, WorkerContext(), CrashAfter(tmp_path)).run()
+    saved = torch.load(tmp_path / "checkpoint" / STATE_FILE, weights_only=True)
+    assert (saved["phase"], saved["epoch"]) == ("finetune", 1)
+    _, reporter, _ = run_local(config, root=tmp_path, resume=True)
+    assert [h["global_epoch"] for h in reporter.history] == [4]
+    assert reporter.history[0]["resumed_from_global_epoch"] == 3
+    best = torch.load(tmp_path / "checkpoint" / BEST_CLASSIFIER_FILE, weights_only=True)
+    assert "fc.weight" in best
+
+
+def test_bad_settings_are_refused_before_training(synthetic_data):
+    with pytest.raises(UserInputError, match="unknown setting 'betta'"):
+        trial(synthetic_data, betta=0.1)
+    with pytest.raises(UserInputError, match="label_fraction"):
+        trial(synthetic_data, label_fraction=0)
+    with pytest.raises(UserInputError, match="num_joints comes from the dataset"):
+        trial(synthetic_data, num_joints=17)
+
+
+# -- on local Ray Train with 2 workers --------------------------------------------------------------
+@pytest.mark.slow
+def test_two_worker_trial_learns_far_above_chance(synthetic_data, ray_two_cpus, tmp_path):
+    from raysearch.train.driver import Resources, fit_trial
+
+    config = trial(synthetic_data, pretrain_epochs=1, finetune_epochs=8, finetune_lr=1e-2)
+    summary = fit_trial(config, Resources(workers=2, cpus_per_worker=1), tmp_path / "run")
+    assert summary["status"] == "completed", summary["reason"]
+    chance = 1.0 / 6
+    assert summary["best_val_acc"] > 3 * chance, summary["best_val_acc"]
+    assert summary["epochs_run"] == 9
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["best_val_acc"] == summary["best_val_acc"]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_two_cpus, tmp_path):
+    import psutil
+    from raysearch.train.driver import Resources, fit_trial
+
+    config = trial(synthetic_data, pretrain_epochs=3, finetune_epochs=5)
+    out = tmp_path / "run"
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(fit_trial(config, Resources(workers=2), out)))
+    thread.start()
+    killed = None
+    deadline = time.time() + 240
+    while killed is None and time.time() < deadline and thread.is_alive():
+        if list(out.glob("train/checkpoint_*")):
+            workers = [p for p in psutil.Process().children(recursive=True)
+                       if "RayTrainWorker" in " ".join(p.cmdline())]
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    thread.join(timeout=400)
+    assert killed is not None, "the trial finished before a worker could be killed"
+    assert result["status"] == "completed", result["reason"]
+    final = result["final_metrics"]
+    assert final["global_epoch"] == 8
+    assert final["resumed_from_global_epoch"] >= 1, "the restarted group resumed from a checkpoint"
