@@ -108,3 +108,15 @@ def test_bad_arguments_are_user_errors(data_dir):
         SkeletonDataset(data_dir, "dev", 16, train=False)
     with pytest.raises(UserInputError, match="num_frames must be >= 1"):
         SkeletonDataset(data_dir, "train", 0, train=False)
+
+
+def test_set_epoch_reaches_persistent_workers(data_dir):
+    ds = SkeletonDataset(data_dir, "train", 16, train=True, seed=1)
+    loader = DataLoader(ds, batch_size=len(ds), num_workers=2, persistent_workers=True)
+    passes = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        passes.append(next(iter(loader))[0])
+    assert not torch.equal(passes[0], passes[1])
+    ds.set_epoch(1)
+    np.testing.assert_array_equal(passes[1][7].numpy(), ds[7][0].numpy())

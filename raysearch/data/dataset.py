@@ -7,7 +7,9 @@ DataLoader does for its workers) carries only the path, split name and indices.
 
 Randomness, train mode only:
 - after `set_epoch(e)`, item i of epoch e uses a generator seeded by (seed, e, i), so the
-  augmentation is the same whatever the number of workers or the order of loading;
+  augmentation is the same whatever the number of workers or the order of loading. The epoch
+  lives in a shared-memory tensor, so persistent DataLoader workers see every `set_epoch`
+  made in the main process before the next pass over the loader;
 - without it, each process draws from its own stream seeded by (seed, worker seed); torch
   gives workers a new seed every epoch (derived from torch's global seed), so views still
   change between epochs and repeat under the same `torch.manual_seed`.
@@ -68,7 +70,8 @@ class SkeletonDataset(Dataset):
                 raise ValueError(f"indices must lie in [0, {n}) for split {split!r}")
         # Labels of this dataset's items (after `indices`), for samplers and class counts.
         self.labels: np.ndarray = view.labels[self.indices]
-        self.epoch: int | None = None
+        # One int64 in shared memory (-1 = never set); see the module docstring.
+        self._epoch = torch.full((1,), -1, dtype=torch.int64).share_memory_()
         self._view: SplitView | None = view
         self._rng: np.random.Generator | None = None
 
@@ -86,8 +89,15 @@ class SkeletonDataset(Dataset):
     def class_names(self) -> tuple[str, ...]:
         return self.manifest.class_names
 
+    @property
+    def epoch(self) -> int | None:
+        value = int(self._epoch[0])
+        return None if value < 0 else value
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch[0] = int(epoch)
 
     def __len__(self) -> int:
         return self.indices.size
@@ -98,8 +108,9 @@ class SkeletonDataset(Dataset):
         return self._view
 
     def _generator(self, item: int) -> np.random.Generator:
-        if self.epoch is not None:
-            return np.random.default_rng([self.seed, self.epoch, item])
+        epoch = self.epoch
+        if epoch is not None:
+            return np.random.default_rng([self.seed, epoch, item])
         if self._rng is None:
             info = get_worker_info()
             self._rng = np.random.default_rng([self.seed, 0 if info is None else info.seed])

@@ -102,7 +102,9 @@ class Manifest:
         fix = "fix: re-create the dataset with `raysearch prepare`"
 
         def bad(fieldname: str, want: str, got: Any) -> UserInputError:
-            return UserInputError(f"{where}: field '{fieldname}' must be {want}, got {got!r}; {fix}")
+            return UserInputError(
+                f"{where}: field '{fieldname}' must be {want}, got {got!r}; {fix}"
+            )
 
         def get(d: Any, key: str, prefix: str = "") -> Any:
             if not isinstance(d, dict) or key not in d:

@@ -7,7 +7,8 @@ File format (Kinect v2 SDK dump), one item per line:
                            handRightConfidence handRightState isResticted leanX leanY trackingState
                 joint count (25)
                 per joint: 12 fields  x y z depthX depthY colorX colorY
-                                      orientationW orientationX orientationY orientationZ trackingState
+                                      orientationW orientationX orientationY orientationZ
+                                      trackingState
 File names `SsssCcccPpppRrrrAaaa.skeleton` give setup, camera, performer (subject), replication
 and action (1-based; label = action - 1).
 
@@ -151,7 +152,9 @@ def is_train(name: SkeletonName, benchmark: str) -> bool:
         return name.subject in _NTU120_TRAIN_SUBJECTS
     if benchmark == "ntu120-xset":
         return name.setup % 2 == 0
-    raise UserInputError(f"benchmark {benchmark!r} is unknown; choose one of {', '.join(BENCHMARKS)}")
+    raise UserInputError(
+        f"benchmark {benchmark!r} is unknown; choose one of {', '.join(BENCHMARKS)}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,7 +260,9 @@ def parse_skeleton_reference(path: str | os.PathLike) -> ParsedSkeleton:
                 what = f"frame {frame + 1}, body {body + 1}"
                 header = lines.next(f"the body line of {what}")
                 if len(header) != 10:
-                    raise lines.error(f"has {len(header)} fields, expected 10 (body line of {what})")
+                    raise lines.error(
+                        f"has {len(header)} fields, expected 10 (body line of {what})"
+                    )
                 lines.numbers(header[1:])
                 count = lines.integer(f"the joint count of {what}")
                 if num_joints is None:
