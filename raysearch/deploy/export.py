@@ -1,0 +1,723 @@
+"""Export a trained classifier as a deployment artifact, and load one back.
+
+An artifact is a directory:
+
+    config.json         artifact format, model configuration, export format, torch version,
+                        sha256 of weights and program, the export-time verification
+    weights.pt          state dict of the fine-tuned STTFormerClassifier
+                        (loads with `torch.load(..., weights_only=True)`)
+    classifier.pt2      `torch.export` ExportedProgram of the eval-mode classifier, batch axis
+                        dynamic; `classifier.ts` (TorchScript) instead when torch.export cannot
+                        capture the model (config.json says which)
+    labels.json         class names; name i is output column i
+    metrics.json        best metrics, last metrics, trial configuration, where it came from
+    preprocessing.json  how raw input becomes the classifier's (N, C, T, V, M) input
+
+`resolve_checkpoint` finds the checkpoint to export in a `raysearch train` or `raysearch search`
+run (local path, file://, s3:// or gs://). `export_artifact` builds everything in a temporary
+sibling of the output directory, checks that the program read back from disk reproduces the
+eager model (atol 1e-4) at several batch sizes, and only then moves it into place.
+
+`load_artifact` never unpickles: weights.pt is read with `weights_only=True`, and the program
+file is checked for its checksum and structure but not loaded, because `torch.export.load` and
+`torch.jit.load` may run pickled code. `Artifact.load_program()` loads it for callers that trust
+the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow.fs
+import torch
+
+import raysearch
+from models import ModelConfig, ModelConfigError, STTFormerClassifier
+
+from ..data.format import MANIFEST_FILE
+from ..data.ntu import MAX_FRAMES, MAX_PERSONS, DenoiseConfig
+from ..errors import UserInputError
+from ..train.loop import BEST_CLASSIFIER_FILE, META_FILE
+
+ARTIFACT_FORMAT = "raysearch-artifact"
+ARTIFACT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+PREPROCESSING_FILE = "preprocessing.json"
+PROGRAM_FILES = {"torch.export": "classifier.pt2", "torchscript": "classifier.ts"}
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE, METRICS_FILE, PREPROCESSING_FILE)
+
+# Validation (SkeletonDataset(train=False), which TrialLoop uses) keeps the central 95% of the
+# valid frames; a test pins this to SkeletonDataset's default.
+TEST_CROP_FRACTION = 0.95
+VERIFY_ATOL = 1e-4
+# The first size is the one traced; the others prove the batch axis really is dynamic.
+VERIFY_BATCH_SIZES = (3, 1, 5)
+
+TRAIN_RESULT_FILE = "result.json"   # written by `raysearch train --out DIR`
+RESULTS_FILE = "results.parquet"    # written by `raysearch search` / `raysearch report`
+SPACE_FILE = "search_space.json"
+USABLE_STATUSES = frozenset({"completed", "stopped_early", "terminated"})
+DEFAULT_OBJECTIVE = {"metric": "best_val_acc", "mode": "max"}  # when a run records none
+
+_REEXPORT = "re-export it with `raysearch export RUN_DIR --out DIR --overwrite`"
+
+
+# -- finding the checkpoint -----------------------------------------------------------------------
+def _open_dir(location: str, what: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """(filesystem, path) of a directory given as a local path or a URI (file://, s3://, gs://)."""
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(
+            location if "://" in location else os.path.abspath(location))
+    except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserInputError(f"{what} {location}: cannot open ({reason})") from None
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        raise UserInputError(f"{what} {location}: no such directory; check the path")
+    return filesystem, path.rstrip("/")
+
+
+def _is_file(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:
+    return filesystem.get_file_info(path).type == pyarrow.fs.FileType.File
+
+
+def _read_json(filesystem: pyarrow.fs.FileSystem, path: str, shown: str) -> Any:
+    with filesystem.open_input_stream(path) as f:
+        text = f.read().decode(errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"file {shown}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _checkpoint_location(checkpoint: str, run_dir: str) -> str:
+    """Where a recorded checkpoint lives. Ray records storage paths without the URI scheme
+    (`bucket/exp/checkpoint_000003` for s3://), so a scheme-less path inherits the run's."""
+    if "://" in checkpoint:
+        return checkpoint
+    if "://" in run_dir:
+        scheme = run_dir.split("://", 1)[0]
+        return f"file://{checkpoint}" if scheme == "file" else f"{scheme}://{checkpoint.lstrip('/')}"
+    return checkpoint if os.path.isabs(checkpoint) else os.path.join(run_dir, checkpoint)
+
+
+def _has_classifier(location: str) -> bool | None:
+    """Whether the checkpoint holds fine-tuned weights; None when it cannot be reached."""
+    try:
+        filesystem, path = _open_dir(location, "checkpoint")
+    except UserInputError:
+        return None
+    return _is_file(filesystem, f"{path}/{BEST_CLASSIFIER_FILE}")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row_checkpoint(row: dict[str, Any]) -> str | None:
+    value = row.get("checkpoint")
+    return value if isinstance(value, str) and value else None
+
+
+def _row_status(row: dict[str, Any]) -> str | None:
+    """Lower-case outcome of a results row (`status` or `outcome` column; `diverged` metric wins)."""
+    if _finite_number(row.get("diverged")) and row["diverged"]:
+        return "diverged"
+    value = row.get("status", row.get("outcome"))
+    return value.lower() if isinstance(value, str) else None
+
+
+def _read_results(filesystem: pyarrow.fs.FileSystem, path: str, run_dir: str) -> list[dict[str, Any]]:
+    results = f"{path}/{RESULTS_FILE}"
+    if _is_file(filesystem, results):
+        import pyarrow.parquet
+
+        try:
+            return pyarrow.parquet.read_table(results, filesystem=filesystem).to_pylist()
+        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ... for a damaged file
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise UserInputError(f"file {run_dir}/{RESULTS_FILE}: cannot be read ({reason}); "
+                                 f"re-create it with `raysearch report {run_dir}`") from None
+    from ..tune.results import collect_results
+
+    return collect_results(run_dir).to_dict("records")
+
+
+def _train_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> dict[str, Any]:
+    if trial_id is not None:
+        raise UserInputError(f"--trial {trial_id}: {run_dir} is a `raysearch train` run (one trial); drop --trial")
+    summary = _read_json(filesystem, f"{path}/{TRAIN_RESULT_FILE}", f"{run_dir}/{TRAIN_RESULT_FILE}")
+    if not isinstance(summary, dict):
+        raise UserInputError(f"file {run_dir}/{TRAIN_RESULT_FILE}: expected a JSON object; re-run `raysearch train`")
+    checkpoint, status = summary.get("checkpoint"), summary.get("status")
+    reason = summary.get("reason") or "no reason recorded"
+    if not checkpoint:
+        raise UserInputError(f"run {run_dir}: result.json has no checkpoint (status {status}: {reason}); "
+                             "the trial never reported one, re-run `raysearch train`")
+    if status not in (None, "completed"):
+        raise UserInputError(f"run {run_dir}: the trial ended with status {status} ({reason}); to export its "
+                             f"best weights anyway, run `raysearch export {checkpoint} --out DIR`, or re-train")
+    return {"kind": "train", "run_dir": run_dir, "trial_id": None, "checkpoint": checkpoint,
+            "status": status, "objective": {"metric": "best_val_acc", "mode": "max",
+                                            "value": summary.get("best_val_acc")}}
+
+
+def _search_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> dict[str, Any]:
+    space_path = f"{path}/{SPACE_FILE}"
+    space = _read_json(filesystem, space_path, f"{run_dir}/{SPACE_FILE}") if _is_file(filesystem, space_path) else {}
+    objectives = space.get("objectives") if isinstance(space, dict) else None
+    primary = objectives[0] if isinstance(objectives, list) and objectives else DEFAULT_OBJECTIVE
+    if not (isinstance(primary, dict) and isinstance(primary.get("metric"), str)
+            and primary.get("mode") in ("min", "max")):
+        raise UserInputError(f"file {run_dir}/{SPACE_FILE}: objectives[0] must be {{metric, mode: min|max}}, got "
+                             f"{primary!r}; re-create it with `raysearch search`")
+    metric, mode = primary["metric"], primary["mode"]
+    rows = _read_results(filesystem, path, run_dir)
+    if not rows:
+        raise UserInputError(f"run {run_dir}: no trial has reported yet; wait for the search to finish a trial")
+    # Export takes each trial's best fine-tuned weights, whose accuracy is best_val_acc; the last
+    # reported val_acc may be a later, worse epoch (or a kNN proxy when stopped in pre-training).
+    rank_by = "best_val_acc" if metric == "val_acc" and "best_val_acc" in rows[0] else metric
+    ids = [str(r.get("trial_id")) for r in rows]
+    if trial_id is not None:
+        matches = [r for r in rows if str(r.get("trial_id")) == trial_id]
+        if not matches:
+            raise UserInputError(f"--trial {trial_id}: not in run {run_dir}; available: {', '.join(ids)}")
+        row = matches[0]
+        if _row_checkpoint(row) is None:
+            with_checkpoint = [str(r.get("trial_id")) for r in rows if _row_checkpoint(r)]
+            raise UserInputError(f"--trial {trial_id}: has no checkpoint (status {_row_status(row)}); trials "
+                                 f"with one: {', '.join(with_checkpoint) or 'none'}")
+    else:
+        usable = [r for r in rows if _row_status(r) in USABLE_STATUSES | {None}
+                  and _row_checkpoint(r) and _finite_number(r.get(rank_by))]
+        if not usable:
+            counts = Counter(_row_status(r) or "unknown" for r in rows)
+            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            raise UserInputError(f"run {run_dir}: no finished trial with a checkpoint and a {rank_by} ({summary}); "
+                                 "fix the search (e.g. lower lr if trials diverged) and re-run, or pick one "
+                                 "with --trial ID")
+        usable.sort(key=lambda r: float(r[rank_by]), reverse=mode == "max")  # stable: ties keep order
+        unreachable, skipped = [], []
+        for row in usable:
+            location = _checkpoint_location(_row_checkpoint(row), run_dir)
+            found = _has_classifier(location)
+            if found:
+                break
+            skipped.append(str(row.get("trial_id")))
+            if found is None:
+                unreachable.append(location)
+        else:
+            if unreachable:
+                raise UserInputError(f"run {run_dir}: {len(unreachable)} of its {len(usable)} finished trials have "
+                                     f"checkpoints not reachable from here (first: {unreachable[0]}) and the rest "
+                                     "no fine-tuned weights; run export where the run's storage is mounted")
+            raise UserInputError(f"run {run_dir}: none of the {len(usable)} finished trials has fine-tuned weights "
+                                 f"({BEST_CLASSIFIER_FILE}); they stopped before fine-tuning, so give trials more "
+                                 "epochs or a later grace period")
+    return {"kind": "search", "run_dir": run_dir, "trial_id": str(row.get("trial_id")),
+            "checkpoint": _row_checkpoint(row), "status": _row_status(row),
+            "objective": {"metric": rank_by, "mode": mode, "value": row.get(rank_by)},
+            "skipped": [] if trial_id is not None else skipped}
+
+
+def _fetch(location: str) -> tuple[str, bool]:
+    """A local directory holding the checkpoint's meta.json and best classifier; (path, is_copy).
+
+    Local paths are used in place. URIs are copied into a fresh temporary directory (the caller
+    removes it); only the two files export needs, not the resume state (optimizer and all).
+    """
+    filesystem, path = _open_dir(location, "checkpoint")
+    if "://" not in location:
+        return path, False
+    local = tempfile.mkdtemp(prefix="raysearch-export-")
+    try:
+        for name in (META_FILE, BEST_CLASSIFIER_FILE):
+            if _is_file(filesystem, f"{path}/{name}"):
+                pyarrow.fs.copy_files(f"{path}/{name}", os.path.join(local, name), source_filesystem=filesystem,
+                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
+    except Exception as exc:  # network and permission errors surface as several pyarrow types
+        shutil.rmtree(local, ignore_errors=True)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserInputError(f"checkpoint {location}: cannot be copied ({reason})") from None
+    return local, True
+
+
+def resolve_checkpoint(run_dir: str, trial_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The local checkpoint directory to export from `run_dir`, and where it came from.
+
+    `run_dir` is a `raysearch train --out` directory (result.json names its checkpoint), a
+    `raysearch search` run (results.parquet, else `collect_results`; the best trial by the primary
+    objective among finished trials whose checkpoint holds fine-tuned weights, or `trial_id`),
+    or a checkpoint directory itself. The info dict has `kind`, `run_dir`, `trial_id`,
+    `checkpoint` (full location), `status`, `objective`, for searches `skipped` (better-ranked
+    trials without fine-tuned weights) and `fetched`: when True the directory is a temporary
+    copy of a remote checkpoint that the caller should delete.
+    """
+    filesystem, path = _open_dir(run_dir, "run")
+    if _is_file(filesystem, f"{path}/{META_FILE}"):
+        if trial_id is not None:
+            raise UserInputError(f"--trial {trial_id}: {run_dir} is a single checkpoint; drop --trial")
+        info = {"kind": "checkpoint", "run_dir": run_dir, "trial_id": None, "checkpoint": run_dir,
+                "status": None, "objective": None}
+    elif _is_file(filesystem, f"{path}/{TRAIN_RESULT_FILE}"):
+        info = _train_run(filesystem, path, run_dir, trial_id)
+    elif _is_file(filesystem, f"{path}/{RESULTS_FILE}") or _is_file(filesystem, f"{path}/{SPACE_FILE}"):
+        info = _search_run(filesystem, path, run_dir, trial_id)
+    else:
+        raise UserInputError(f"run {run_dir}: holds neither {TRAIN_RESULT_FILE} (train run), {RESULTS_FILE} / "
+                             f"{SPACE_FILE} (search run) nor {META_FILE} (checkpoint); pass the directory "
+                             "that `raysearch train` or `raysearch search` printed")
+    location = _checkpoint_location(info["checkpoint"], run_dir)
+    local, fetched = _fetch(location)
+    return local, {**info, "checkpoint": location, "fetched": fetched}
+
+
+# -- reading a checkpoint -------------------------------------------------------------------------
+def _model_config(fields: Any, where: str) -> ModelConfig:
+    """The STTFormer classifier's ModelConfig from a JSON dict (lists become tuples)."""
+    if not isinstance(fields, dict):
+        raise UserInputError(f"{where}: model_config must be a JSON object")
+    fields = dict(fields)
+    if isinstance(fields.get("encoder_blocks"), list):
+        fields["encoder_blocks"] = tuple(tuple(block) for block in fields["encoder_blocks"])
+    try:
+        return ModelConfig(**fields).replace(variant="sttformer")
+    except TypeError as exc:  # an unknown field: written by a different version of models/
+        raise UserInputError(f"{where}: model_config does not fit this version of models/ ({exc})") from None
+    except ModelConfigError as exc:
+        raise UserInputError(f"{where}: {exc}") from None
+
+
+def _read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A tensor state dict read with `weights_only=True`; anything else is refused in one line.
+
+    Stricter than `models.read_state_dict` (no container unwrapping, no key renaming: an artifact
+    holds exactly what export wrote) and it tells pickled code apart from a damaged file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "allowed global" in str(exc) or "Unsupported global" in str(exc):
+            raise UserInputError(f"file {path}: holds pickled Python objects, not just tensors, and is refused "
+                                 f"(loading it could run code); {fix}") from None
+        raise UserInputError(f"file {path}: corrupt, not a torch.save file; {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = (str(exc).splitlines() or ["empty file"])[0][:120]
+        raise UserInputError(f"file {path}: corrupt ({reason}); {fix}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserInputError(f"file {path}: expected a state dict (names -> tensors); {fix}")
+    return state
+
+
+def _build_classifier(config: ModelConfig, state: dict[str, torch.Tensor], where: str, fix: str) -> STTFormerClassifier:
+    classifier = STTFormerClassifier(config)
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:2])[:240]
+        raise UserInputError(f"{where}: weights do not fit the model configuration ({detail}); {fix}") from None
+    return classifier.eval()
+
+
+def _example_batch(config: ModelConfig, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, C, T, V, M) float32 like real input: coordinates ~0.3 m, and every other sample with
+    only its first person present (absent persons are all zeros in the data format)."""
+    x = 0.3 * torch.randn(size, config.num_channels, config.num_frames, config.num_joints, config.num_persons,
+                          generator=generator)
+    x[::2, ..., 1:] = 0.0
+    return x
+
+
+# -- exporting ------------------------------------------------------------------------------------
+def _export_program(classifier: STTFormerClassifier, example: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(classifier, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+
+
+def _export_torchscript(classifier: STTFormerClassifier, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(classifier, example, check_trace=False)
+        torch.jit.save(traced, str(path))  # deprecated in favour of torch.export, which failed
+
+
+def _load_program(export_format: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The saved program as a callable. May unpickle: only for files this process wrote or trusts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if export_format == "torch.export":
+            return torch.export.load(path).module()
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+# Tried in order; the first whose saved program reproduces the eager model is kept.
+EXPORTERS: tuple[tuple[str, Callable[[STTFormerClassifier, torch.Tensor, Path], None]], ...] = (
+    ("torch.export", _export_program),
+    ("torchscript", _export_torchscript),
+)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+@torch.no_grad()
+def _verify(export_format: str, path: Path, classifier: STTFormerClassifier, batches: list[torch.Tensor]) -> float:
+    """Largest |program - eager| over `batches`, read back from `path`; raises _Mismatch above atol."""
+    program = _load_program(export_format, path)
+    worst = 0.0
+    for x in batches:
+        expected, got = classifier(x), program(x)
+        if got.shape != expected.shape:
+            raise _Mismatch(f"output shape {tuple(got.shape)} != eager {tuple(expected.shape)} for batch {len(x)}")
+        difference = float((got - expected).abs().max())
+        if not difference <= VERIFY_ATOL:  # written so that NaN fails too
+            raise _Mismatch(f"outputs differ from the eager model by {difference:.2e} > atol {VERIFY_ATOL:g} "
+                            f"at batch size {len(x)}")
+        worst = max(worst, difference)
+    return worst
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats (meta.json's "nothing yet" markers) become null: strict JSON for any reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(_json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _training_data_source(data_dir: Any) -> dict[str, Any]:
+    """What the training data was and how it was imported, from its manifest when reachable."""
+    found: dict[str, Any] = {"data_dir": data_dir}
+    manifest = Path(str(data_dir), MANIFEST_FILE)
+    try:
+        source = json.loads(manifest.read_text()).get("source", {})
+    except (OSError, ValueError, AttributeError):
+        return found  # exported on a machine without the data: the layout below still says it all
+    if isinstance(source, dict):
+        found.update({k: source[k] for k in ("importer", "benchmark", "preprocessing") if k in source})
+    return found
+
+
+def _denoise_settings(training_data: dict[str, Any]) -> dict[str, Any]:
+    """The NTU importer's denoise thresholds as the training data was imported, else the defaults."""
+    preprocessing = training_data.get("preprocessing")
+    recorded = preprocessing.get("denoise") if isinstance(preprocessing, dict) else None
+    try:
+        return asdict(DenoiseConfig(**recorded)) if isinstance(recorded, dict) else asdict(DenoiseConfig())
+    except TypeError:  # fields of another version: the defaults are this version's importer
+        return asdict(DenoiseConfig())
+
+
+def _preprocessing(config: ModelConfig, layout: dict[str, Any], data_dir: Any) -> dict[str, Any]:
+    training_data = _training_data_source(data_dir)
+    center = layout.get("center_joint")
+    names = layout.get("joint_names") or []
+    center_name = names[center] if isinstance(center, int) and 0 <= center < len(names) else None
+    return {
+        "input": "one sequence is (C, T, V, M) float32: channels (x, y, z in metres), frames, joints, "
+                 "persons; an absent person is all zeros; a batch stacks sequences into (N, C, T, V, M)",
+        "num_channels": config.num_channels,
+        "num_frames": config.num_frames,
+        "num_joints": config.num_joints,
+        "max_persons": config.num_persons,
+        "test_crop_fraction": TEST_CROP_FRACTION,
+        "test_transform": "raysearch.data.augment.eval_transform: keep the central test_crop_fraction of the "
+                          "valid frames and resample them linearly to num_frames (torch interpolate, "
+                          "align_corners=False); no rotation",
+        "layout": {**layout, "center_joint_name": center_name},
+        "raw_input": {
+            ".skeleton": {
+                "reader": "raysearch.data.ntu.parse_skeleton, then raysearch.data.ntu.preprocess_skeleton",
+                "denoise": _denoise_settings(training_data),
+                "max_frames": MAX_FRAMES,
+                "max_persons": MAX_PERSONS,
+                "steps": [
+                    "read x, y, z of every tracked body in every frame (Kinect v2 camera space, metres)",
+                    "with several bodies: drop bodies seen in fewer than denoise.min_body_frames frames and "
+                    "bodies wider than tall (x extent > spread_ratio * y extent) in at least "
+                    "max_wide_fraction of their frames",
+                    "rank the remaining bodies by motion energy and fill max_persons slots; a body joins the "
+                    "first slot whose frames it does not overlap",
+                    "drop frames without a body; keep at most max_frames frames",
+                    "subtract the centre joint (NTU joint 2, spine_mid) of person 1 in its first frame from "
+                    "every present person",
+                    "test_transform",
+                ],
+            },
+            ".npz": {
+                "generic": "x (N, C, T, V, M) with optional length (N,) valid frames; without length, the "
+                           "valid frames run up to the last nonzero frame; then test_transform",
+                "ctrgcn": "x_test (or x_train) (N, T, M*25*3) reshaped to (N, C, T, V, M); valid frames up to "
+                          "the last nonzero frame; then test_transform",
+            },
+        },
+        "training_data": training_data,
+    }
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an `out` that export would not write: a file, or a non-empty non-artifact directory."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserInputError(f"--out {out}: not empty; choose a new directory or pass --overwrite to replace "
+                                 "the artifact in it")
+        try:
+            is_artifact = json.loads((out / CONFIG_FILE).read_text()).get("format") == ARTIFACT_FORMAT
+        except (OSError, ValueError, AttributeError):
+            is_artifact = False
+        if not is_artifact:
+            raise UserInputError(f"--out {out}: not a raysearch artifact ({CONFIG_FILE} does not say format "
+                                 f"{ARTIFACT_FORMAT}), so --overwrite will not replace it; choose another directory")
+
+
+def _place(staging: Path, out: Path) -> None:
+    """Move the finished staging directory to `out`. An old artifact is renamed aside first and
+    only deleted once the new one is in place, so a failure leaves one complete artifact."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    aside = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out, aside)
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def export_artifact(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
+                    *, source: dict[str, Any] | None = None) -> Path:
+    """Write the artifact of the checkpoint's best fine-tuned classifier to `out_dir`.
+
+    `source` (e.g. the info from `resolve_checkpoint`) is recorded in metrics.json. An existing
+    non-empty `out_dir` is refused unless `overwrite`, and then only when it holds an artifact.
+    """
+    checkpoint, out = Path(checkpoint_dir), Path(out_dir).absolute()
+    check_out_dir(out, overwrite)  # before the slow part
+    fix = "export a checkpoint written by `raysearch train` or `raysearch search`"
+    missing = [name for name in (META_FILE, BEST_CLASSIFIER_FILE) if not (checkpoint / name).is_file()]
+    if META_FILE in missing:
+        raise UserInputError(f"checkpoint {checkpoint}: no {META_FILE}; {fix}")
+    if missing:
+        raise UserInputError(f"checkpoint {checkpoint}: no {BEST_CLASSIFIER_FILE}, the trial never finished a "
+                             "fine-tuning epoch; export a trial with finetune_epochs >= 1")
+    meta_where = f"file {checkpoint / META_FILE}"
+    try:
+        meta = json.loads((checkpoint / META_FILE).read_text())
+    except ValueError as exc:
+        raise UserInputError(f"{meta_where}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(meta, dict) or not {"model_config", "class_names", "layout"} <= set(meta):
+        raise UserInputError(f"{meta_where}: needs model_config, class_names and layout; {fix}")
+    config = _model_config(meta["model_config"], meta_where)
+    class_names = meta["class_names"]
+    if not isinstance(class_names, list) or len(class_names) != config.num_classes:
+        raise UserInputError(f"{meta_where}: class_names must list {config.num_classes} names (num_classes); {fix}")
+    state = _read_weights(checkpoint / BEST_CLASSIFIER_FILE, fix)
+    classifier = _build_classifier(config, state, f"file {checkpoint / BEST_CLASSIFIER_FILE}", fix)
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [_example_batch(config, size, generator) for size in VERIFY_BATCH_SIZES]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")  # same filesystem: rename works
+    staging.mkdir()  # unlike mkdtemp's 0700, the artifact gets the user's usual permissions
+    try:
+        torch.save(state, staging / WEIGHTS_FILE)
+        failures = []
+        for export_format, exporter in EXPORTERS:
+            program_path = staging / PROGRAM_FILES[export_format]
+            try:
+                exporter(classifier, batches[0], program_path)
+                max_abs_diff = _verify(export_format, program_path, classifier, batches)
+                break
+            except Exception as exc:  # tracers raise many types; any failure means: try the next format
+                failures.append(f"{export_format}: {(str(exc).splitlines() or [type(exc).__name__])[0][:160]}")
+                program_path.unlink(missing_ok=True)
+        else:
+            raise UserInputError(f"checkpoint {checkpoint}: export refused, no program format reproduces the eager "
+                                 f"model ({'; '.join(failures)}); nothing was written to {out}")
+        if failures:
+            print(f"export: fell back to {export_format} ({failures[0]})", file=sys.stderr)
+        _write_json(staging / CONFIG_FILE, {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_VERSION,
+            "export_format": export_format,
+            "program_file": program_path.name,
+            "weights_file": WEIGHTS_FILE,
+            "model_config": asdict(config),
+            "input": {"axes": "N, C, T, V, M", "shape": [None, config.num_channels, config.num_frames,
+                                                        config.num_joints, config.num_persons],
+                      "dtype": "float32", "dynamic": ["N"]},
+            "output": {"shape": [None, config.num_classes], "values": "logits; softmax gives probabilities of "
+                                                                      "the classes in labels.json order"},
+            "torch_version": torch.__version__,
+            "raysearch_version": raysearch.__version__,
+            "verification": {"atol": VERIFY_ATOL, "max_abs_diff": max_abs_diff,
+                             "batch_sizes": list(VERIFY_BATCH_SIZES), "failed_formats": failures},
+            "sha256": {WEIGHTS_FILE: _sha256(staging / WEIGHTS_FILE), program_path.name: _sha256(program_path)},
+        })
+        _write_json(staging / LABELS_FILE, class_names)
+        best = meta.get("best", {})
+        _write_json(staging / METRICS_FILE, {
+            "best_val_acc": best.get("val_acc"),
+            "best_epoch": best.get("epoch"),
+            "best_pretrain_val_loss": best.get("pretrain_val_loss"),
+            "global_epoch": meta.get("global_epoch"),
+            "last_metrics": meta.get("last_metrics", {}),
+            "trial_config": meta.get("trial_config", {}),
+            "source": {k: v for k, v in (source or {"checkpoint": str(checkpoint)}).items() if k != "fetched"},
+        })
+        _write_json(staging / PREPROCESSING_FILE,
+                    _preprocessing(config, meta["layout"], meta.get("trial_config", {}).get("data_dir")))
+        _place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+# -- loading --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifact:
+    """A validated artifact; `classifier` is the eager model with weights.pt, in eval mode."""
+
+    path: Path
+    config: ModelConfig
+    class_names: tuple[str, ...]
+    preprocessing: dict[str, Any]
+    metrics: dict[str, Any]
+    export_format: str
+    program_file: Path
+    classifier: STTFormerClassifier
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, V, M) preprocessed input -> (N, classes) logits."""
+        return self.classifier(x)
+
+    def load_program(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The exported program as a callable. torch.export.load / torch.jit.load may unpickle,
+        so call this only for artifacts you trust (e.g. ones you exported yourself)."""
+        return _load_program(self.export_format, self.program_file)
+
+
+def _load_json(path: Path, expected: type, fix: str) -> Any:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"file {path}: not readable JSON ({str(exc)[:120]}); {fix}") from None
+    if not isinstance(value, expected):
+        raise UserInputError(f"file {path}: expected a JSON {expected.__name__}; {fix}")
+    return value
+
+
+def _check_program_structure(path: Path, export_format: str, fix: str) -> None:
+    """The program file is a zip archive of the expected kind, read without executing any of it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if export_format == "torch.export":
+                configs = [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]
+                if not any(n.endswith("models/model.json") for n in names) or not configs:
+                    raise UserInputError(f"file {path}: not a torch.export program archive; {fix}")
+                # Payloads marked use_pickle would be unpickled by torch.export.load.
+                for name in configs:
+                    entries = json.loads(archive.read(name)).get("config", {})
+                    if any(isinstance(e, dict) and e.get("use_pickle") for e in entries.values()):
+                        raise UserInputError(f"file {path}: holds pickled payloads; {fix}")
+            elif not any(n.endswith("/data.pkl") for n in names):
+                raise UserInputError(f"file {path}: not a TorchScript archive; {fix}")
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise UserInputError(f"file {path}: corrupt ({str(exc)[:120]}); {fix}") from None
+
+
+def load_artifact(artifact_dir: str | os.PathLike) -> Artifact:
+    """Read and check every file of an artifact; any problem is one UserInputError line."""
+    root = Path(artifact_dir)
+    if not root.is_dir():
+        raise UserInputError(f"artifact {root}: no such directory; pass the --out directory of `raysearch export`")
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise UserInputError(f"artifact {root}: missing {', '.join(missing)}; {_REEXPORT}")
+    info = _load_json(root / CONFIG_FILE, dict, _REEXPORT)
+    if info.get("format") != ARTIFACT_FORMAT or info.get("format_version") != ARTIFACT_VERSION:
+        raise UserInputError(f"file {root / CONFIG_FILE}: format {info.get('format')!r} version "
+                             f"{info.get('format_version')!r}, this raysearch reads {ARTIFACT_FORMAT} "
+                             f"{ARTIFACT_VERSION}; {_REEXPORT}")
+    export_format = info.get("export_format")
+    if export_format not in PROGRAM_FILES or info.get("program_file") != PROGRAM_FILES[export_format]:
+        raise UserInputError(f"file {root / CONFIG_FILE}: export_format {export_format!r} / program_file "
+                             f"{info.get('program_file')!r} must be one of {PROGRAM_FILES}; {_REEXPORT}")
+    program_file = root / PROGRAM_FILES[export_format]
+    if not program_file.is_file():
+        raise UserInputError(f"artifact {root}: missing {program_file.name}; {_REEXPORT}")
+    config = _model_config(info.get("model_config"), f"file {root / CONFIG_FILE}")
+
+    class_names = _load_json(root / LABELS_FILE, list, _REEXPORT)
+    if not class_names or not all(isinstance(n, str) for n in class_names):
+        raise UserInputError(f"file {root / LABELS_FILE}: must be a non-empty list of class names; {_REEXPORT}")
+    metrics = _load_json(root / METRICS_FILE, dict, _REEXPORT)
+    preprocessing = _load_json(root / PREPROCESSING_FILE, dict, _REEXPORT)
+    expected = {"num_channels": config.num_channels, "num_frames": config.num_frames,
+                "num_joints": config.num_joints, "max_persons": config.num_persons}
+    for key, value in expected.items():
+        if preprocessing.get(key) != value:
+            raise UserInputError(f"file {root / PREPROCESSING_FILE}: {key} is {preprocessing.get(key)!r} but the "
+                                 f"model in {CONFIG_FILE} takes {value}; {_REEXPORT}")
+    crop = preprocessing.get("test_crop_fraction")
+    if not _finite_number(crop) or not 0 < crop <= 1:
+        raise UserInputError(f"file {root / PREPROCESSING_FILE}: test_crop_fraction must be in (0, 1], got {crop!r}")
+
+    state = _read_weights(root / WEIGHTS_FILE, _REEXPORT)
+    checksums = info.get("sha256") or {}
+    for name in (WEIGHTS_FILE, program_file.name):
+        if checksums.get(name) != _sha256(root / name):
+            raise UserInputError(f"file {root / name}: changed since export (sha256 differs from {CONFIG_FILE}); "
+                                 f"{_REEXPORT}")
+    classifier = _build_classifier(config, state, f"file {root / WEIGHTS_FILE}", _REEXPORT)
+    outputs = classifier.fc.out_features
+    if len(class_names) != outputs:
+        raise UserInputError(f"file {root / LABELS_FILE}: {len(class_names)} class names but the classifier has "
+                             f"{outputs} outputs; give one name per output or {_REEXPORT}")
+    _check_program_structure(program_file, export_format, _REEXPORT)
+    return Artifact(root, config, tuple(class_names), preprocessing, metrics, export_format, program_file, classifier)
