@@ -62,8 +62,8 @@ Reducer = Callable[[torch.Tensor], torch.Tensor]
 class VectorQuantizer(nn.Module):
     """Nearest-code quantisation of every token (paper eqs. 4-5) with a straight-through gradient.
 
-    `reduce_counts` sums code counts across data-parallel workers (inject an all-reduce); without it
-    the statistics are this process's. `restart_dead_codes` (off by default, not in the paper)
+    `reduce_counts` sums code counts across data-parallel workers in training steps (inject an
+    all-reduce); without it, and always in eval mode, the statistics are this process's. `restart_dead_codes` (off by default, not in the paper)
     re-seeds codes unused for `dead_after` steps with random encoder outputs of the batch;
     `broadcast` (inject rank 0's broadcast) keeps the restarted codebook identical across workers.
     """
@@ -90,7 +90,9 @@ class VectorQuantizer(nn.Module):
         quantized = quantized.view(b, t, u, d).permute(0, 3, 1, 2)
 
         counts = torch.bincount(indices, minlength=self.codebook.shape[0]).float()
-        if self.reduce_counts is not None:
+        # Only training steps are in lock-step across workers; evaluation shards may differ in
+        # batch count, where a collective here would deadlock. Eval statistics stay local.
+        if self.reduce_counts is not None and self.training:
             counts = self.reduce_counts(counts)
         probs = counts / counts.sum().clamp_min(1.0)
         perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())

@@ -71,6 +71,7 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
+    from .data.cache import SYNTHETIC_PREFIX, resolve_data
     from .data.format import open_dataset
     from .train.config import TrialConfig
     from .train.driver import Resources, fit_trial
@@ -79,23 +80,59 @@ def cmd_train(args: argparse.Namespace) -> None:
     for flag in ("pretrain_epochs", "finetune_epochs", "label_fraction", "init_from", "seed"):
         if getattr(args, flag) is not None:
             settings[flag] = getattr(args, flag)
-    trial = TrialConfig.from_flat({"preset": args.preset, "data_dir": str(Path(args.data).resolve()), **settings})
-    dataset = open_dataset(trial.data_dir)  # fail on a bad data dir before Ray starts
+    data = args.data if args.data.startswith(SYNTHETIC_PREFIX) else str(Path(args.data).resolve())
+    trial = TrialConfig.from_flat({"preset": args.preset, "data_dir": data, **settings})
+    dataset = open_dataset(resolve_data(trial.data_dir))  # fail on a bad data dir before Ray starts
     trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes)
     if trial.train.init_from:
         import models
         models.read_state_dict(trial.train.init_from)
     resources = Resources(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker).validate()
-    import ray
+    from .ray_runtime import connect
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False) if args.address else ray.init(include_dashboard=False)
+    connect(args.address)
     summary = fit_trial(trial, resources, args.out)
     _emit(summary, args.json, lambda s: _key_values({k: s[k] for k in (
         "status", "reason", "best_val_acc", "best_epoch", "epochs_run", "wall_time_s", "checkpoint")}))
     if summary["status"] != "completed":
         sys.exit(1)
+
+
+# -- search / report -------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> None:
+    from .data.cache import resolve_data, synthetic_spec
+    from .tune.report import build_report
+    from .tune.search import run_search
+    from .tune.space import load_search_space
+
+    space = load_search_space(args.space, data=args.data, num_samples=args.num_samples)
+    if space.data == "synthetic":
+        synthetic = space.synthetic
+        data_dir = synthetic_spec(classes=synthetic.classes, per_class=synthetic.per_class, seed=synthetic.seed,
+                                  max_frames=synthetic.max_frames)
+    else:
+        data_dir = space.data
+    resolve_data(data_dir)  # generate (synthetic) or open (directory) once here, before Ray starts
+    run_dir = run_search(space, data_dir, args.storage, args.name, args.resume,
+                         allow_pending_resources=args.allow_pending_resources)
+    report = build_report(str(run_dir))
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), **{k: v for k, v in report.items() if k != "table"}}, default=str))
+    else:
+        print(report["table"])
+        print(f"\nrun: {run_dir}\nsummary: {report['summary']}\nbest: {report['best']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .tune.report import build_report
+
+    report = build_report(args.run_dir, args.out)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "table"}, default=str))
+    else:
+        print(report["table"])
+        print(f"\nresults: {report['results']}\nsummary: {report['summary']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start local Ray)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    search = sub.add_parser("search", help="hyperparameter search: Ray Tune + Optuna over a search-space YAML")
+    search.add_argument("space", help="search-space YAML, e.g. search_spaces/smoke.yaml")
+    search.add_argument("--data", help="dataset directory (overrides the YAML's data)")
+    search.add_argument("--num-samples", type=int, help="number of trials (overrides budget.num_samples)")
+    search.add_argument("--storage", help="where results go: a directory or s3:// / gs:// URI (default ./runs)")
+    search.add_argument("--name", help="run name (default: the space's name)")
+    search.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
+    search.add_argument("--allow-pending-resources", action="store_true",
+                        help="on an autoscaling cluster: accept per-trial resources no current node has")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    report = sub.add_parser("report", help="results.parquet, plots and a summary of a search run")
+    report.add_argument("run_dir")
+    report.add_argument("--out", help="where plots and summary.md go (default: the run directory)")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
+
+    from .deploy.cli_commands import add_export_parser, add_predict_parser
+
+    add_export_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 

@@ -20,7 +20,8 @@ def synthetic_data(tmp_path_factory):
 def ray_two_cpus():
     """Local Ray with 2 CPUs, started here and shut down here (never `ray stop`)."""
     import ray
+    from raysearch.ray_runtime import connect
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect(num_cpus=2)
     yield
     ray.shutdown()

@@ -132,7 +132,9 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_
     killed = None
     deadline = time.time() + 240
     while killed is None and time.time() < deadline and thread.is_alive():
-        if list(out.glob("train/checkpoint_*")):
+        # A checkpoint counts once the controller has registered it (not when its upload starts).
+        snapshot = out / "train" / "checkpoint_manager_snapshot.json"
+        if snapshot.exists() and json.loads(snapshot.read_text() or "{}").get("checkpoint_results"):
             workers = [p for p in psutil.Process().children(recursive=True)
                        if "RayTrainWorker" in " ".join(p.cmdline())]
             if workers:
@@ -146,3 +148,16 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_
     final = result["final_metrics"]
     assert final["global_epoch"] == 8
     assert final["resumed_from_global_epoch"] >= 1, "the restarted group resumed from a checkpoint"
+
+
+@pytest.mark.slow
+def test_two_worker_mvqvae_trial_syncs_codebook_stats_without_deadlock(synthetic_data, ray_two_cpus, tmp_path):
+    """Codebook counts are all-reduced in training steps only: evaluation shards differ in batch
+    count across workers, and a collective there hung the second trial of a smoke search."""
+    from raysearch.train.driver import Resources, fit_trial
+
+    config = trial(synthetic_data, preset="mvqvae-tiny", pretrain_epochs=2, finetune_epochs=1)
+    summary = fit_trial(config, Resources(workers=2, cpus_per_worker=0.95), tmp_path / "run")
+    assert summary["status"] == "completed", summary["reason"]
+    assert summary["final_metrics"]["global_epoch"] == 3
+    assert summary["best_pretrain_val_loss"] is not None

@@ -34,6 +34,7 @@ import models
 from models import SkeletonMAE, STTFormerClassifier, reconstruction_error_per_joint
 
 from ..data.dataset import SkeletonDataset
+from ..data.cache import resolve_data
 from ..data.format import open_dataset
 from ..data.splits import label_fraction_subset
 from ..errors import UserInputError
@@ -91,7 +92,7 @@ class TrialLoop:
                  log_dir: str | None = None):
         self.trial, self.recipe, self.ctx, self.reporter = trial, trial.train, ctx, reporter
         torch.manual_seed(self.recipe.seed)  # identical initial weights on every worker
-        self.dataset = open_dataset(trial.data_dir)
+        self.dataset = open_dataset(resolve_data(trial.data_dir))
         self.class_names = list(self.dataset.class_names)
         self.model_config = trial.model_config(self.dataset.num_joints, self.dataset.max_persons,
                                                self.dataset.num_classes, self.dataset.num_channels)
