@@ -130,10 +130,14 @@ def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, A
     if frame.empty:
         from ..errors import UserInputError
         raise UserInputError(f"run {run_dir}: no trials yet; wait for the search to start some")
+    objectives = space["objectives"]
+    front = None
+    if len(objectives) > 1:
+        front = pareto_front(frame, objectives)
+        frame["pareto"] = front
     results_path = write_results(run_dir, frame)
     out = Path(out_dir) if out_dir else (Path(run_path) if "://" not in run_dir else Path(f"report-{space['name']}"))
     out.mkdir(parents=True, exist_ok=True)
-    objectives = space["objectives"]
     plots = {}
     plot_history(frame, objectives[0], out / "optimization_history.png")
     plots["history"] = str(out / "optimization_history.png")
@@ -141,10 +145,7 @@ def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, A
     if importance:
         plot_importance(importance, out / "parameter_importance.png")
         plots["importance"] = str(out / "parameter_importance.png")
-    front = None
-    if len(objectives) > 1:
-        front = pareto_front(frame, objectives)
-        frame["pareto"] = front
+    if front is not None:
         plot_pareto(frame, objectives, front, out / "pareto_front.png")
         plots["pareto"] = str(out / "pareto_front.png")
     top = frame.head(TOP_TRIALS)

@@ -1,0 +1,151 @@
+"""The search end to end on local Ray: ASHA, results and report, export, resume, Pareto front."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from raysearch.cli import main as cli_main
+from raysearch.data.cache import resolve_data, synthetic_spec
+from raysearch.data.format import open_dataset
+from raysearch.tune.results import collect_results, trial_history
+from raysearch.tune.space import load_search_space
+
+pytestmark = pytest.mark.slow
+
+SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+
+
+def space_file(tmp_path, name="space.yaml", **changes) -> Path:
+    """smoke.yaml with `changes` written to tmp_path: `budget` is merged, other sections replaced."""
+    doc = yaml.safe_load(SMOKE.read_text())
+    for key, value in changes.items():
+        doc[key] = {**doc[key], **value} if key == "budget" else value
+    doc["synthetic"] = {"classes": 6, "per_class": 100, "seed": 0}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_cli(*args):
+    try:
+        cli_main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"raysearch {' '.join(map(str, args))} exited {exc.code}"
+
+
+def test_smoke_search_stops_weak_trials_reports_and_exports(tmp_path, ray_two_cpus, capsys):
+    space = space_file(tmp_path, budget={"num_samples": 5, "pretrain_epochs": 1, "finetune_epochs": 3},
+                       scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
+    run_cli("search", space, "--storage", tmp_path / "runs", "--name", "smoke", "--json")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run_dir = Path(summary["run_dir"])
+
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert len(results) == 5
+    assert (results["outcome"] == "stopped_early").sum() >= 1, results[["trial_id", "outcome", "epochs_run"]]
+    assert (results["outcome"] == "completed").sum() >= 1
+    # Conditional parameters: MVQVAE trials never carry beta or latent_dim, MVAE trials no codebook.
+    mvqvae = results[results["param_variant"] == "mvqvae"]
+    assert mvqvae["param_beta"].isna().all() and mvqvae["param_latent_dim"].isna().all()
+    mvae = results[results["param_variant"] == "mvae"]
+    assert mvae["param_codebook_size"].isna().all()
+    # The warm-start point ran exactly as the YAML gives it.
+    warm = results[(results["param_beta"] == 0.005) & (results["param_latent_dim"] == 16)]
+    assert len(warm) == 1 and warm.iloc[0]["param_variant"] == "mvae"
+    for name in ("summary.md", "optimization_history.png", "learning_curves.png"):
+        assert (run_dir / name).exists(), name
+
+    run_cli("export", run_dir, "--out", tmp_path / "artifact")
+    best = results.loc[results["best_val_acc"].idxmax()]
+    metrics = json.loads((tmp_path / "artifact" / "metrics.json").read_text())
+    assert metrics["source"]["trial_id"] == best["trial_id"]
+    assert metrics["best_val_acc"] == pytest.approx(best["best_val_acc"])
+
+    spec = synthetic_spec(classes=6, per_class=100, seed=0, max_frames=64)
+    view = open_dataset(resolve_data(spec)).split("val")
+    x = view.joints(0)  # (C, T_valid, V, M)
+    npz = tmp_path / "one.npz"
+    np.savez(npz, x=x[None].astype(np.float32), y=np.array([view.labels[0]]), length=np.array([x.shape[1]]))
+    capsys.readouterr()
+    run_cli("predict", tmp_path / "artifact", npz, "--json")
+    prediction = json.loads(capsys.readouterr().out)
+    assert len(prediction["predictions"]) == 1 and 0 <= prediction["predictions"][0]["label"] < 6
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path, ray_two_cpus):
+    import ray
+
+    space = space_file(tmp_path, budget={"num_samples": 4, "pretrain_epochs": 1, "finetune_epochs": 2},
+                       scheduler={"type": "fifo"})
+    storage = tmp_path / "runs"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "raysearch.cli", "search", str(space), "--storage", str(storage), "--name", "resume"]
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    run_dir = storage / "resume"
+
+    def finished_trials():
+        if not (run_dir / "search_space.json").exists():
+            return []
+        frame = collect_results(str(run_dir))
+        return [] if frame.empty else frame[frame["outcome"] == "completed"]["trial_id"].tolist()
+
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and len(finished_trials()) < 2:
+        time.sleep(1)
+    assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-2000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = collect_results(str(run_dir))
+    done_before = before[before["outcome"] == "completed"]
+    lines_before = {row.trial_id: len(trial_history_of(row)) for row in done_before.itertuples()}
+    assert 2 <= len(done_before) < 4
+
+    finished = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    after = collect_results(str(run_dir))
+    assert len(after) == 4 and after["trial_id"].is_unique
+    assert set(after["outcome"]) == {"completed"}
+    for row in after[after["trial_id"].isin(lines_before)].itertuples():
+        assert len(trial_history_of(row)) == lines_before[row.trial_id], "a finished trial ran again"
+    assert after["best_val_acc"].max() >= done_before["best_val_acc"].max()
+
+
+def trial_history_of(row):
+    import pyarrow.fs
+
+    return trial_history(pyarrow.fs.LocalFileSystem(), row.trial_dir)
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path, ray_two_cpus, capsys):
+    space = space_file(
+        tmp_path,
+        objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "params", "mode": "min"}],
+        scheduler={"type": "fifo"},
+        budget={"num_samples": 3, "pretrain_epochs": 1, "finetune_epochs": 1},
+        parameters={"variant": {"type": "categorical", "choices": ["mvae", "mvqvae"]},
+                    "decoder_width": {"type": "categorical", "choices": [8, 16, 32]}},
+        points_to_evaluate=[],
+        sampler={"type": "random", "seed": 1},
+    )
+    assert len(load_search_space(space).objectives) == 2
+    run_cli("search", space, "--storage", tmp_path / "runs", "--name", "pareto", "--json")
+    run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert results["params"].nunique() >= 2
+    front = results[results["pareto"]]
+    assert 1 <= len(front) <= len(results)
+    for row in results.itertuples():  # nothing off the front beats a front member on both objectives
+        if not row.pareto:
+            assert any(f.val_acc >= row.val_acc and f.params <= row.params for f in front.itertuples())
+    assert (run_dir / "pareto_front.png").exists()
+    assert "## Pareto front" in (run_dir / "summary.md").read_text()
