@@ -326,3 +326,11 @@ def test_corrupt_or_pickled_checkpoint_is_refused(tmp_path):
 
 class Exploit:
     """A pickled object that weights_only loading must refuse."""
+
+
+@pytest.mark.parametrize("name, paper_gflops", [("mae-ntu60", 42.8), ("mvae-ntu60", 44.9), ("mvqvae-ntu60", 36.3)])
+def test_paper_comparable_flops_match_table8(name, paper_gflops):
+    """Table 8 counts conv/Linear multiply-accumulates (thop style); ours must land within 5%."""
+    info = models.model_info(models.build(name))
+    assert abs(info["pretrain_paper_gmacs"] - paper_gflops) / paper_gflops < 0.05
+    assert info["pretrain_gflops"] > 2 * info["pretrain_paper_gmacs"]  # attention matmuls counted too
