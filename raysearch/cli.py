@@ -71,10 +71,9 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data.cache import SYNTHETIC_PREFIX, resolve_data
-    from .data.format import open_dataset
+    from .data.cache import SYNTHETIC_PREFIX
     from .train.config import TrialConfig
-    from .train.driver import Resources, fit_trial
+    from .train.driver import Resources, fit_trial, preflight
 
     settings = _overrides(args.set)
     for flag in ("pretrain_epochs", "finetune_epochs", "label_fraction", "init_from", "seed"):
@@ -82,11 +81,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             settings[flag] = getattr(args, flag)
     data = args.data if args.data.startswith(SYNTHETIC_PREFIX) else str(Path(args.data).resolve())
     trial = TrialConfig.from_flat({"preset": args.preset, "data_dir": data, **settings})
-    dataset = open_dataset(resolve_data(trial.data_dir))  # fail on a bad data dir before Ray starts
-    trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes)
-    if trial.train.init_from:
-        import models
-        models.read_state_dict(trial.train.init_from)
+    preflight(trial)
     resources = Resources(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker).validate()
     from .ray_runtime import connect
@@ -101,7 +96,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 # -- search / report -------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> None:
-    from .data.cache import resolve_data, synthetic_spec
+    from .data.cache import synthetic_spec
+    from .train.config import TrialConfig
+    from .train.driver import preflight
     from .tune.report import build_report
     from .tune.search import run_search
     from .tune.space import load_search_space
@@ -113,7 +110,8 @@ def cmd_search(args: argparse.Namespace) -> None:
                                   max_frames=synthetic.max_frames)
     else:
         data_dir = space.data
-    resolve_data(data_dir)  # generate (synthetic) or open (directory) once here, before Ray starts
+    # Generate (synthetic) or open (directory) the data and check fixed settings before Ray starts.
+    preflight(TrialConfig.from_flat(space.constants(data_dir)))
     run_dir = run_search(space, data_dir, args.storage, args.name, args.resume,
                          allow_pending_resources=args.allow_pending_resources)
     report = build_report(str(run_dir))

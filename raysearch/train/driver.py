@@ -44,6 +44,25 @@ class Resources:
         return max(1, int(self.cpus_per_worker))
 
 
+def preflight(trial: TrialConfig) -> None:
+    """Everything a trial would reject, checked here before Ray starts: the data directory, the
+    model for that data, and the encoder checkpoint (shapes included)."""
+    import models
+
+    from ..data.cache import resolve_data
+    from ..data.format import open_dataset
+
+    dataset = open_dataset(resolve_data(trial.data_dir))
+    config = trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes, dataset.num_channels)
+    if trial.train.init_from:
+        try:
+            model = models.build_from_config(config)
+            models.load_encoder_weights(model.encoder, models.read_state_dict(trial.train.init_from),
+                                        trial.train.init_from)
+        except models.ModelConfigError as exc:
+            raise UserInputError(str(exc)) from None
+
+
 def make_trainer(trial: TrialConfig, resources: Resources, storage_path: str, name: str,
                  log_dir: str | None, callbacks: list | None = None):
     import ray.train
