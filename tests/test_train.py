@@ -161,3 +161,13 @@ def test_two_worker_mvqvae_trial_syncs_codebook_stats_without_deadlock(synthetic
     assert summary["status"] == "completed", summary["reason"]
     assert summary["final_metrics"]["global_epoch"] == 3
     assert summary["best_pretrain_val_loss"] is not None
+
+
+@pytest.mark.slow
+def test_local_dashboard_listens_on_loopback_only(ray_two_cpus):
+    """The dashboard we start (Ray Train's placement-group cleaner needs its state API) must not
+    be reachable from other machines unless the user asks."""
+    import ray
+
+    webui = ray._private.worker.global_worker.node.address_info["webui_url"]
+    assert webui.split(":")[0] in ("127.0.0.1", "localhost"), webui

@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from contextlib import nullcontext
@@ -67,7 +68,6 @@ class LocalReporter:
         if checkpoint_dir is not None and self.root is not None:
             target = self.root / "checkpoint"
             staging = self.root / "checkpoint.tmp"
-            import shutil
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(checkpoint_dir, staging)
             shutil.rmtree(target, ignore_errors=True)
@@ -124,17 +124,14 @@ class TrialLoop:
                          if k in ("pretrain_gflops", "classifier_gflops") and v is not None})
         return info
 
-    def _loader(self, dataset, train: bool, shuffle_seed: int | None = None) -> DataLoader:
-        ctx = self.ctx
-        sampler = None
-        if train:
-            drop_last = len(dataset) >= self.recipe.batch_size
-            sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                         seed=self.recipe.seed if shuffle_seed is None else shuffle_seed,
-                                         drop_last=drop_last)
-        workers = self.recipe.loader_workers
-        return DataLoader(dataset, batch_size=self.worker_batch, sampler=sampler, shuffle=False,
-                          drop_last=train and len(dataset) >= self.recipe.batch_size,
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        """Training: shuffled shards per worker (a label-fraction subset smaller than one batch
+        keeps its last partial batch). Evaluation: this worker's shard in order."""
+        ctx, workers = self.ctx, self.recipe.loader_workers
+        drop_last = train and len(dataset) >= self.recipe.batch_size
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=self.recipe.seed, drop_last=drop_last) if train else None
+        return DataLoader(dataset, batch_size=self.worker_batch, sampler=sampler, drop_last=drop_last,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=ctx.device.type == "cuda")
 
