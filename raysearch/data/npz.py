@@ -128,6 +128,18 @@ class _Part:
     keep: np.ndarray | None = None  # samples that are written (non-finite ones may be dropped)
 
 
+def read_lengths(lengths: np.ndarray, n: int, t: int, where: str) -> np.ndarray:
+    """The generic layout's optional `length` array: (N,) integers in 1..T, as int64."""
+    if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
+        raise UserInputError(f"{where}: array 'length' has shape {lengths.shape} dtype "
+                             f"{lengths.dtype}, expected ({n},) integers")
+    bad = np.flatnonzero((lengths < 1) | (lengths > t))
+    if bad.size:
+        raise UserInputError(f"{where}: array 'length' has {bad.size} values outside "
+                             f"1..{t} (first: {lengths[bad[0]]} at index {bad[0]})")
+    return lengths.astype(np.int64)
+
+
 def _valid_lengths(x: np.ndarray, where: str, drop: set[int]) -> np.ndarray:
     """Frames up to the last nonzero frame of each sample; x (N, C, T, V, M)."""
     n = x.shape[0]
@@ -359,15 +371,7 @@ def _prepare_generic(
     part = _Part("x", x, labels, None, [f"{i:06d}" for i in range(n)])
     drop = _drop_set(part, where, drop_nonfinite)
     if arc.has("length"):
-        lengths = arc.get("length")
-        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise UserInputError(f"{where}: array 'length' has shape {lengths.shape} dtype "
-                                 f"{lengths.dtype}, expected ({n},) integers")
-        bad = np.flatnonzero((lengths < 1) | (lengths > t))
-        if bad.size:
-            raise UserInputError(f"{where}: array 'length' has {bad.size} values outside "
-                                 f"1..{t} (first: {lengths[bad[0]]} at index {bad[0]})")
-        part.lengths = lengths.astype(np.int64)
+        part.lengths = read_lengths(arc.get("length"), n, t, where)
     else:
         part.lengths = _valid_lengths(x, f"{where}: array 'x'", drop)
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..data.augment import eval_transform
-from ..data.npz import _Archive, _nonfinite, _valid_lengths
+from ..data.npz import _Archive, _nonfinite, _valid_lengths, read_lengths
 from ..data.ntu import DenoiseConfig, parse_skeleton, preprocess_skeleton
 from ..errors import UserInputError
 from .export import Artifact, load_artifact
@@ -115,15 +115,7 @@ def _npz_checked(artifact: Artifact, path: Path, archive: _Archive) -> tuple[str
         raise UserInputError(f"{where}: array '{key}' has NaN/Inf in {bad.size} samples (first: index {bad[0]}); "
                              "clean them first")
     if kind == "npz-generic" and archive.has("length"):
-        lengths = archive.get("length")
-        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise UserInputError(f"{where}: array 'length' has shape {lengths.shape} dtype {lengths.dtype}, "
-                                 f"expected ({n},) integers")
-        out_of_range = np.flatnonzero((lengths < 1) | (lengths > t))
-        if out_of_range.size:
-            first = out_of_range[0]
-            raise UserInputError(f"{where}: array 'length' has {out_of_range.size} values outside 1..{t} (first: "
-                                 f"{lengths[first]} at index {first})")
+        lengths = read_lengths(archive.get("length"), n, t, where)
     else:
         lengths = _valid_lengths(x, f"{where}: array '{key}'", set())
 
