@@ -110,7 +110,7 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resource
         # Schedulers follow the primary objective; Optuna gets all of them.
         metric=None if multi else metrics[0], mode=None if multi else modes[0],
         time_budget_s=space.budget.time_limit_s, max_concurrent_trials=max(1, limit),
-        reuse_actors=False,
+        reuse_actors=False, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     reporter = ray.tune.CLIReporter(
         metric_columns=["global_epoch", "phase", "val_acc", "best_val_acc"],
@@ -122,6 +122,11 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resource
         failure_config=ray.tune.FailureConfig(max_failures=1),
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def trial_name(trial) -> str:
+    """`trial_<id>`: Tune's default names repeat every constant (data_dir too) in the directory name."""
+    return f"trial_{trial.trial_id}"
 
 
 def _trial(config: dict[str, Any], resources: dict, storage: str) -> None:
