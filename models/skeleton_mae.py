@@ -57,7 +57,9 @@ class Decoder(nn.Module):
         """kept (N*M, W, T'k, Uk) at decoder width -> reconstruction (N, C, T, V, M)."""
         b, width = kept.shape[:2]
         t, v = plan.num_frames, plan.num_joints
-        grid = self.mask_token.expand(b, width, t, v).reshape(b, width, t * v).clone()  # (N*M, W, T*V)
+        # Under autocast the kept tokens arrive in bf16 while the mask token is an fp32 parameter;
+        # scatter needs one dtype (a no-op cast in fp32).
+        grid = self.mask_token.to(kept.dtype).expand(b, width, t, v).reshape(b, width, t * v).clone()  # (N*M, W, T*V)
         # Kept tokens were laid out (T'k, P*Vk) = (Tk, Vk) row-major: scatter them to (t, v).
         index = plan.flat_index().repeat_interleave(num_persons, dim=0)  # (N*M, Tk*Vk)
         grid.scatter_(2, index[:, None, :].expand(b, width, -1), kept.reshape(b, width, -1))

@@ -73,7 +73,9 @@ class STTFormerBlock(nn.Module):
             self.temporal_residual = conv_bn(channels_out, channels_out)
         else:
             self.spatial_residual = self.temporal_residual = nn.Identity()
-        self.act = nn.LeakyReLU(0.1)
+        # In place: each activation then keeps one tensor for backward (its output, which the next
+        # layer keeps anyway) instead of two. Every input it sees is a fresh sum.
+        self.act = nn.LeakyReLU(0.1, inplace=True)
 
     def positional_encoding(self, token_index: torch.Tensor | None) -> torch.Tensor:
         if token_index is None:
@@ -95,9 +97,13 @@ class STTFormerBlock(nn.Module):
         # A_h = tanh(sum_{c,t} Q K / (d T')) * alpha_h + A0_h: no softmax (MODEL_SPEC.md step 3).
         scores = torch.einsum("bhctu,bhctv->bhuv", q, k) / (self.qk_dim * t_tuples)  # (B, H, U, U)
         attention = torch.tanh(scores) * self.alpha + self.attention_prior(token_index)
-        # Values are the block input itself: y_h[c, t, v] = sum_u x[c, t, u] A_h[u, v].
-        values = x.reshape(b, 1, c * t_tuples, u)  # (B, 1, Ci*T', U)
-        y = torch.matmul(values, attention).view(b, self.num_heads * c, t_tuples, u)  # (B, H*Ci, T', U)
+        # Values are the block input itself: y_h[c, t, v] = sum_u x[c, t, u] A_h[u, v]. One product
+        # against all heads side by side; broadcasting x over the heads instead would copy it H times
+        # and keep that copy for backward (a sixth of the block's saved activations).
+        heads = attention.transpose(1, 2).reshape(b, u, self.num_heads * u)  # (B, U, H*U)
+        y = torch.bmm(x.reshape(b, c * t_tuples, u), heads)  # (B, Ci*T', H*U)
+        y = y.view(b, c, t_tuples, self.num_heads, u).permute(0, 3, 1, 2, 4)  # (B, H, Ci, T', U)
+        y = y.reshape(b, self.num_heads * c, t_tuples, u)  # (B, H*Ci, T', U)
         residual = self.spatial_residual(x)  # (B, Co, T', U)
         s = self.act(self.spatial_out(y) + residual)
         s = self.act(self.feed_forward(s) + residual)
