@@ -203,10 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
 
+    from .cluster_config import add_cluster_parser
     from .deploy.cli_commands import add_export_parser, add_predict_parser
 
     add_export_parser(sub)
     add_predict_parser(sub)
+    add_cluster_parser(sub)
     return parser
 
 

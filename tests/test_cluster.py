@@ -1,0 +1,517 @@
+"""Cluster configs and searches on real Ray clusters.
+
+Fast: every shipped file in cluster/ passes `raysearch cluster validate`, each kind of mistake is
+refused with the file, the field and the fix, and the working-directory upload stays small.
+
+Slow (each starts its own Ray processes on free ports under a private temp dir, and stops only
+those): (1) a search submitted as a job to a `ray start --head` with token authentication, (2) the
+fake autoscaler adding a worker node for a search and removing it when idle, (3) a search that
+survives losing the node running a trial's workers.
+"""
+
+import copy
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raysearch.cluster_config import add_cluster_parser, validate_cluster_file
+from raysearch.errors import UserInputError
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+SHIPPED = sorted(CLUSTER.rglob("*.yaml"))
+RAY_BIN = Path(sys.executable).parent  # ray and raysearch of this environment
+GCS_UPLOAD_LIMIT_MIB = 100
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Search spaces named in cluster files are read from the repository root."""
+    monkeypatch.chdir(REPO)
+
+
+def changed(tmp_path: Path, shipped: str, change) -> Path:
+    """A copy of a shipped file with `change(doc)` applied, written under tmp_path."""
+    doc = yaml.safe_load((CLUSTER / shipped).read_text())
+    change(doc)
+    path = tmp_path / Path(shipped).name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+# -- validation (fast) -----------------------------------------------------------------------------
+def test_every_shipped_cluster_file_validates(in_repo):
+    names = {p.relative_to(CLUSTER).as_posix() for p in SHIPPED}
+    assert {"aws-gpu.yaml", "gcp-gpu.yaml", "local-fake.yaml", "runtime_env.yaml",
+            "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"} <= names
+    checks = {p.relative_to(CLUSTER).as_posix(): validate_cluster_file(p) for p in SHIPPED}
+    for name in ("aws-gpu.yaml", "gcp-gpu.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"):
+        check = checks[name]
+        assert check.search_space == "search_spaces/paper.yaml", name
+        assert check.head.gpus == 0 and check.head.cpus >= 1, name       # a CPU head
+        assert all(w.min_nodes == 0 for w in check.workers), name        # autoscale from 0
+        assert any(w.gpus >= 1 and w.trial_workers >= 1 for w in check.workers), name
+        assert check.placeholders, name                                   # the user's account fields
+    assert checks["local-fake.yaml"].search_space == "search_spaces/smoke.yaml"
+    assert not checks["local-fake.yaml"].placeholders
+
+
+def test_strict_refuses_unfilled_placeholders(in_repo):
+    with pytest.raises(UserInputError, match=r"aws-gpu\.yaml: YOUR_AWS_REGION.*placeholders not filled in"):
+        validate_cluster_file(CLUSTER / "aws-gpu.yaml", strict=True)
+    validate_cluster_file(CLUSTER / "local-fake.yaml", strict=True)
+
+
+def _set(doc, dotted: str, value):
+    *path, last = dotted.split("/")
+    for key in path:
+        doc = doc[int(key)] if isinstance(doc, list) else doc[key]
+    doc[last] = value
+
+
+def _drop(doc, dotted: str):
+    *path, last = dotted.split("/")
+    for key in path:
+        doc = doc[int(key)] if isinstance(doc, list) else doc[key]
+    del doc[last]
+
+
+def _worker_env(doc, group=0, spec="spec"):
+    cluster = doc["spec"]["rayClusterSpec"] if spec == "rayjob" else doc["spec"]
+    return cluster["workerGroupSpecs"][group]["template"]["spec"]["containers"][0]
+
+
+MISTAKES = [
+    # Ray's schema: resource amounts are integers.
+    ("aws-gpu.yaml", lambda d: _set(d, "available_node_types/gpu.1x/resources/GPU", 0.5),
+     r"available_node_types\.gpu\.1x\.resources\.GPU: 0\.5 is not of type 'integer'; write a whole number"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "idle_timeout", 5),
+     r"\(top level\): Additional properties are not allowed \('idle_timeout' was unexpected\)"),
+    ("aws-gpu.yaml", lambda d: _set(d, "available_node_types/gpu.4x/min_workers", 1),
+     r"available_node_types\.gpu\.4x\.min_workers: 1; use 0"),
+    ("aws-gpu.yaml", lambda d: _drop(d, "idle_timeout_minutes"), r"idle_timeout_minutes: None; set it"),
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["ray stop", "ray start --head --port=6379"]),
+     r"head_start_ray_commands: `ray start` runs without RAY_AUTH_MODE=token"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "file_mounts", {"~/raysearch": "."}), r"file_mounts: no auth token reaches"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "setup_commands", ["echo hello"]), r"no `pip install` of raysearch"),
+    ("aws-gpu.yaml", lambda d: _drop(d, "metadata"), r"metadata\.raysearch\.search_space: missing"),
+    ("aws-gpu.yaml", lambda d: _set(d, "metadata", {"raysearch": {"search_space": "search_spaces/nope.yaml"}}),
+     r"search space search_spaces/nope\.yaml not found"),
+    # Node types that cannot host one worker of paper.yaml (8 CPU + 1 GPU), or a GPU head.
+    ("aws-gpu.yaml", lambda d: _set(d, "available_node_types/gpu.1x/resources", {"CPU": 4, "GPU": 1}),
+     r"gpu\.1x\.resources: 4 CPU, 1 GPU cannot host one worker of search_spaces/paper\.yaml \(8 CPU \+ 1 GPU\)"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "available_node_types/ray_head_cpu/resources", {"CPU": 8, "GPU": 1}),
+     r"ray_head_cpu\.resources: the head offers 1 GPU; give the head no GPU"),
+    ("local-fake.yaml", lambda d: _set(d, "available_node_types/ray.head.default/resources", {"CPU": 0}),
+     r"the head offers 0 CPU; give it at least 1 CPU"),
+    ("aws-gpu.yaml", lambda d: (_set(d, "available_node_types/gpu.1x/max_workers", 1),
+                                _drop(d["available_node_types"], "gpu.4x")),
+     r"at full size the workers host 1 worker\(s\) of search_spaces/paper\.yaml, one trial needs 4"),
+    # KubeRay: the fields we rely on.
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/enableInTreeAutoscaling", False),
+     r"spec\.enableInTreeAutoscaling: False; set it to true"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/0/rayStartParams/num-cpus", 8),
+     r"workerGroupSpecs\[0\]\.rayStartParams\.num-cpus: 8 is not a string; write \"8\""),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/0/minReplicas", 1),
+     r"workerGroupSpecs\[0\]\.minReplicas: 1; use 0"),
+    ("kuberay/raycluster.yaml", lambda d: _worker_env(d)["resources"]["limits"].update({"nvidia.com/gpu": "0.5"}),
+     r"limits\.nvidia\.com/gpu: '0\.5'; set a whole number of GPUs"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/1/rayStartParams/num-gpus", "2"),
+     r"workerGroupSpecs\[1\]\.rayStartParams\.num-gpus: '2' with 4 nvidia\.com/gpu in the limits; set num-gpus: \"4\""),
+    ("kuberay/raycluster.yaml", lambda d: _set(_worker_env(d), "env", []),
+     r"workerGroupSpecs\[0\]: env: no RAY_AUTH_MODE=token"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/autoscalerOptions", {"idleTimeoutSeconds": 60}),
+     r"spec\.autoscalerOptions: env: no RAY_AUTH_MODE=token"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "apiVersion", "ray.io/v1alpha1"), r"apiVersion: 'ray\.io/v1alpha1'; use ray\.io/v1"),
+    ("kuberay/raycluster.yaml", lambda d: _drop(d["metadata"], "annotations"), r"raysearch/search-space: missing"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/0/rayStartParams/num-cpus", "4"),
+     r"workerGroupSpecs\[0\]: 4 CPU, 1 GPU cannot host one worker"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", "python train.py"),
+     r"spec\.entrypoint: 'python train\.py' does not run `raysearch search`"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", "raysearch search search_spaces/paper.yaml "
+                                           "--data /mnt/data/x --allow-pending-resources"),
+     r"--storage \(default runs/\) is inside the job's pod; write results to a bucket"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", "raysearch search search_spaces/paper.yaml "
+                                           "--data /mnt/data/x --storage gs://b/r"),
+     r"no --allow-pending-resources"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", "raysearch search search_spaces/paper.yaml "
+                                           "--storage gs://b/r --allow-pending-resources"),
+     r"no --data with an absolute path"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", "raysearch search search_spaces/paper.yaml --num-samples x"),
+     r"spec\.entrypoint: .*invalid int value: 'x'"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/runtimeEnvYAML", "working_dir: /home/ray/raysearch\nexcludes: [data/, runs/]\n"),
+     r"runtimeEnvYAML\.excludes: .*would be"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d["spec"]["submitterPodTemplate"]["spec"]["containers"][0], "env", []),
+     r"spec\.submitterPodTemplate: env: no RAY_AUTH_MODE=token"),
+    # The job upload: results, data and environments out, code in.
+    ("runtime_env.yaml", lambda d: d["excludes"].remove(".venv/"), r"excludes: a virtual environment would be uploaded"),
+    ("runtime_env.yaml", lambda d: d["excludes"].append("data/"),
+     r"excludes: raysearch/data/dataset\.py would be left out of the upload; anchor the pattern"),
+    ("runtime_env.yaml", lambda d: _set(d, "workdir", "."), r"workdir: not a runtime_env field"),
+]
+
+
+@pytest.mark.parametrize("shipped, change, message", MISTAKES,
+                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
+def test_mistakes_are_refused_with_file_field_and_fix(tmp_path, in_repo, shipped, change, message):
+    path = changed(tmp_path, shipped, change)
+    with pytest.raises(UserInputError, match=message) as error:
+        validate_cluster_file(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text and "; " in text
+
+
+def test_cluster_validate_command(tmp_path, in_repo, capsys):
+    """`raysearch cluster validate FILE...` (the parser the CLI registers): a report per file with
+    --json, and one line naming the first bad file when any fails."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="raysearch")
+    add_cluster_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cluster", "validate", "--json", str(CLUSTER)])
+    args.func(args)
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and len(report["files"]) == len(SHIPPED)
+    aws = next(f for f in report["files"] if f["path"].endswith("aws-gpu.yaml"))
+    assert {w["name"]: w["trial_workers"] for w in aws["workers"]} == {"gpu.1x": 1, "gpu.4x": 4}
+
+    bad = changed(tmp_path, "local-fake.yaml", lambda d: _set(d, "max_workers", 1.5))
+    args = parser.parse_args(["cluster", "validate", str(CLUSTER / "local-fake.yaml"), str(bad)])
+    with pytest.raises(UserInputError, match=r"local-fake\.yaml: max_workers: 1\.5 is not of type 'integer'"):
+        args.func(args)
+    assert "local-fake.yaml: ok" in capsys.readouterr().out
+
+
+def test_working_dir_upload_stays_small(tmp_path):
+    """What `ray job submit --runtime-env cluster/runtime_env.yaml --working-dir .` uploads, zipped by
+    Ray's own packaging code: under the 100 MiB limit, with the code and search spaces in it."""
+    from ray._private.runtime_env.packaging import create_package
+
+    runtime_env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
+    package = tmp_path / "working_dir.zip"
+    create_package(str(REPO), package, include_gitignore=True, excludes=runtime_env["excludes"])
+    size_mib = package.stat().st_size / 2**20
+    names = set(zipfile.ZipFile(package).namelist())
+    assert size_mib < GCS_UPLOAD_LIMIT_MIB, f"{size_mib:.1f} MiB"
+    assert {"raysearch/data/dataset.py", "raysearch/tune/search.py", "models/__init__.py",
+            "search_spaces/smoke.yaml", "pyproject.toml"} <= names
+    assert not any(n.startswith((".venv/", ".git/", "runs/", "data/")) or n.endswith(".parquet") for n in names)
+
+
+# -- Ray processes this test starts, and only those ------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_temp_dir() -> str:
+    """Short: Ray's socket paths under it must stay within the 107-byte limit of AF_UNIX."""
+    return tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return parents
+
+
+def processes_of(temp_dir: str) -> set[int]:
+    """Processes whose command line names temp_dir (gcs_server, raylet, dashboard, monitor, ...)
+    and their descendants (Ray's workers rename themselves to ray::..., hiding the temp dir)."""
+    found = set()
+    for pid in _parents():
+        try:
+            if temp_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+        except OSError:
+            continue
+    parents, grew = _parents(), True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_processes_of(temp_dir: str) -> None:
+    """SIGTERM to every process of this cluster at once (a raylet alone would be restarted),
+    then SIGKILL whatever is left after a few seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_of(temp_dir)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.3)
+
+
+def forget_temp_dir(temp_dir: str, failed: bool) -> None:
+    """Delete a stopped cluster's temp dir, or keep its logs when the test failed."""
+    if failed:
+        print(f"Ray logs of the failed test: {temp_dir}/session_latest/logs", file=sys.stderr)
+    else:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class RayHead:
+    """`ray start --head` on free ports in a private temp dir, with token authentication."""
+
+    def __init__(self, num_cpus: int, extra_env: dict | None = None, extra_args: tuple = (), port: int | None = None):
+        self.temp_dir = private_temp_dir()
+        self.token = secrets.token_hex(32)
+        self.port = port or free_port()
+        self.dashboard_port = free_port()
+        self.env = {**os.environ, "PATH": f"{RAY_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, **(extra_env or {})}
+        # Every process of this cluster finds it through RAY_ADDRESS. Without it, Ray Train's
+        # PlacementGroupCleaner (which frees the workers' placement group of a trial that Tune
+        # stops) looks for "the" local cluster under the default temp dir, finds several clusters
+        # on a shared machine, dies, and the next trial waits forever for CPUs.
+        self.env["RAY_ADDRESS"] = self.address
+        self.env.pop("RAY_AUTH_TOKEN_PATH", None)
+        ports = {"port": self.port, "dashboard-port": self.dashboard_port}
+        for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                     "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port"):
+            ports[name] = free_port()
+        self.command = [str(RAY_BIN / "ray"), "start", "--head", f"--temp-dir={self.temp_dir}", f"--num-cpus={num_cpus}",
+                        "--object-store-memory=300000000", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+                        *(f"--{k}={v}" for k, v in ports.items()), *extra_args]
+
+    def __enter__(self) -> "RayHead":
+        started = subprocess.run(self.command, env=self.env, capture_output=True, text=True, timeout=180)
+        if started.returncode:
+            self.__exit__()
+            pytest.fail(f"ray start failed: {started.stderr[-2000:]}")
+        return self
+
+    def __exit__(self, exc_type=None, *exc) -> None:
+        stop_processes_of(self.temp_dir)
+        forget_temp_dir(self.temp_dir, failed=exc_type is not None)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def nodes(self) -> list[dict]:
+        """Ray's state API over HTTP (token in the header): one dict per node."""
+        request = urllib.request.Request(f"{self.dashboard_url}/api/v0/nodes?limit=1000", headers=self.auth_header)
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return json.load(response)["data"]["result"]["result"]
+
+    def alive_workers(self) -> int | None:
+        try:
+            return sum(n["state"] == "ALIVE" and not n["is_head_node"] for n in self.nodes())
+        except OSError:
+            return None  # the dashboard is busy: ask again
+
+
+def small_space(tmp_path: Path, **changes) -> Path:
+    """smoke.yaml with `changes` (budget merged): a search of a few seconds per trial."""
+    doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    budget = changes.pop("budget", {})
+    doc["budget"] = {**doc["budget"], **budget}
+    doc.update(changes)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def trial_histories(run_dir: Path) -> dict[str, list[dict]]:
+    return {Path(f).parent.name: [json.loads(line) for line in Path(f).read_text().splitlines()]
+            for f in glob.glob(f"{run_dir}/trial_*/result.json")}
+
+
+# -- (1) ray job submit with token auth ------------------------------------------------------------
+@pytest.mark.slow
+def test_job_submitted_with_token_runs_search_and_results_are_readable(tmp_path):
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from raysearch.cli import main as cli_main
+    from raysearch.tune.results import collect_results
+
+    storage = tmp_path / "shared"          # stands for the bucket or shared filesystem of a real cluster
+    runtime_env = {**yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text()), "working_dir": str(REPO)}
+    entrypoint = f"raysearch search search_spaces/smoke.yaml --num-samples 2 --storage {storage} --json"
+    with RayHead(num_cpus=2) as head:
+        client, job_id, deadline = None, None, time.monotonic() + 90
+        while job_id is None:   # the job agent needs some seconds after `ray start` returns
+            try:
+                client = JobSubmissionClient(head.dashboard_url, headers=head.auth_header)
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            except AuthenticationError:
+                raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        for wrong in ({"Authorization": "Bearer not-the-token"}, {}):
+            with pytest.raises(AuthenticationError):
+                JobSubmissionClient(head.dashboard_url, headers=wrong).submit_job(entrypoint="echo refused")
+        deadline = time.monotonic() + 240
+        while not (status := client.get_job_status(job_id)).is_terminal() and time.monotonic() < deadline:
+            time.sleep(2)
+        logs = client.get_job_logs(job_id)
+        assert status == JobStatus.SUCCEEDED, logs[-3000:]
+        assert [job.entrypoint for job in client.list_jobs()] == [entrypoint]   # the refused ones never ran
+    summary = json.loads(logs.strip().splitlines()[-1])
+    assert summary["trials"] == 2 and Path(summary["run_dir"]) == storage / "smoke"
+
+    # Afterwards, without the cluster: results and the best model come from the storage URI.
+    uri = f"file://{storage}/smoke"
+    results = collect_results(uri)
+    assert len(results) == 2 and results["best_val_acc"].notna().all()
+    assert len(glob.glob(f"{storage}/smoke/trial_*/events.out.tfevents.*")) == 2   # TensorBoard reads these
+    try:
+        cli_main(["export", uri, "--out", str(tmp_path / "artifact")])
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"raysearch export {uri} exited {exc.code}"
+    assert (tmp_path / "artifact" / "weights.pt").is_file()
+    metrics = json.loads((tmp_path / "artifact" / "metrics.json").read_text())
+    assert metrics["source"]["trial_id"] in set(results["trial_id"])
+
+
+# -- (2) the fake autoscaler -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_fake_autoscaler_adds_a_worker_node_for_a_search_and_removes_it_when_idle(tmp_path):
+    config = yaml.safe_load((CLUSTER / "local-fake.yaml").read_text())
+    port = free_port()
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"   # the fake nodes join this head
+    config_path = tmp_path / "local-fake.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    head_cpus = config["available_node_types"][config["head_node_type"]]["resources"]["CPU"]
+    # FIFO: a trial ends on its own. ASHA stops its last trials, and a stopped trial's Ray Train
+    # controller dies without withdrawing its autoscaler request, which then holds the worker nodes
+    # until it expires (180 s, Train V2's AUTOSCALING_REQUESTS_EXPIRE_TIME_S).
+    space = small_space(tmp_path, budget={"num_samples": 1, "pretrain_epochs": 1, "finetune_epochs": 1},
+                        scheduler={"type": "fifo"})
+    env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    with RayHead(num_cpus=head_cpus, extra_env=env, port=port,
+                 extra_args=(f"--autoscaling-config={config_path}",)) as head:
+        assert head.alive_workers() == 0
+        driver = subprocess.Popen(
+            [str(RAY_BIN / "raysearch"), "search", str(space), "--storage", str(tmp_path / "runs"),
+             "--allow-pending-resources", "--json"],
+            env={**head.env, "RAY_ADDRESS": head.address}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            most_workers, deadline = 0, time.monotonic() + 180
+            while driver.poll() is None and time.monotonic() < deadline:
+                most_workers = max(most_workers, head.alive_workers() or 0)
+                time.sleep(2)
+            out, err = driver.communicate(timeout=30)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert driver.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["outcomes"] == {"completed": 1}
+        assert most_workers >= 1, "the head has no room for a trial's workers: a worker node should have started"
+
+        idle_s = config["idle_timeout_minutes"] * 60
+        deadline = time.monotonic() + idle_s + 90
+        while head.alive_workers() != 0 and time.monotonic() < deadline:
+            time.sleep(2)
+        assert head.alive_workers() == 0, head.nodes()
+
+
+# -- (3) losing the node of a trial's workers ------------------------------------------------------
+@pytest.mark.slow
+def test_search_survives_losing_the_node_running_a_trials_workers(tmp_path, monkeypatch):
+    import ray._common.utils
+    import ray._private.utils
+    from ray.cluster_utils import Cluster
+
+    from raysearch.tune.results import collect_results
+
+    # Cluster writes and deletes the machine-wide /tmp/ray/ray_current_cluster, which other
+    # people's `ray.init()` would follow to this cluster: leave that file alone.
+    monkeypatch.setattr(ray._private.utils, "write_ray_address", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ray._common.utils, "reset_ray_address", lambda *args, **kwargs: None)
+    # 1 CPU per worker: a trial's 2 workers fill a 2-CPU node, so they share one node and its driver
+    # (0.05 CPU) never runs beside them.
+    space = small_space(tmp_path, budget={"num_samples": 1, "pretrain_epochs": 2, "finetune_epochs": 3},
+                        scheduler={"type": "fifo"}, resources={"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0})
+    storage = tmp_path / "runs"
+    temp_dir, gcs_port = private_temp_dir(), free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{gcs_port}")   # for the cluster's own processes, see RayHead
+    cluster = Cluster(shutdown_at_exit=False)
+    driver = None
+    try:
+        cluster.add_node(num_cpus=1, temp_dir=temp_dir, include_dashboard=True, dashboard_port=free_port(),
+                         dashboard_agent_listen_port=free_port(), runtime_env_agent_port=free_port(),
+                         metrics_export_port=free_port(), gcs_server_port=gcs_port,
+                         object_store_memory=200 * 2**20,
+                         _system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 3})
+        workers = [cluster.add_node(num_cpus=2, object_store_memory=200 * 2**20) for _ in range(2)]
+        driver = subprocess.Popen([str(RAY_BIN / "raysearch"), "search", str(space), "--storage", str(storage), "--json"],
+                                  env={**os.environ, "RAY_ADDRESS": cluster.address}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        # A trial's inner Train run registers each checkpoint here.
+        snapshot = f"{storage}/smoke/trials/train-*/checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 150
+        while driver.poll() is None and not glob.glob(snapshot) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert glob.glob(snapshot), "no checkpoint registered"
+        actors = cluster.global_state.actor_table(None, actor_state_name="ALIVE").values()
+        nodes = {a["Address"]["NodeID"] for a in actors if a["ActorClassName"] == "RayTrainWorker"}
+        victim = [node for node in workers if node.node_id in nodes]
+        assert len(nodes) == 1 and len(victim) == 1, f"the trial's workers are on {nodes}"
+        cluster.remove_node(victim[0])
+
+        out, err = driver.communicate(timeout=240)
+        assert driver.returncode == 0, err[-3000:]
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        for node in list(cluster.worker_nodes):
+            cluster.remove_node(node, allow_graceful=False)
+        if cluster.head_node is not None:
+            cluster.remove_node(cluster.head_node, allow_graceful=False)
+        stop_processes_of(temp_dir)
+        forget_temp_dir(temp_dir, failed=sys.exc_info()[0] is not None)
+
+    results = collect_results(str(storage / "smoke"))
+    assert list(results["outcome"]) == ["completed"]
+    (history,) = trial_histories(storage / "smoke").values()
+    last = history[-1]
+    assert last["global_epoch"] == 5                      # all of pre-training and fine-tuning
+    assert last["resumed_from_global_epoch"] >= 1         # restarted from a checkpoint, not from scratch
+    assert history[0]["resumed_from_global_epoch"] == 0
