@@ -12,6 +12,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     state API (served by the dashboard) whether a trial's controller is alive, and without it the
     worker placement group of every trial that Tune stops early is never released, so later
     trials wait for CPUs forever (seen with ray 2.60).
+
+    Every worker also pins $RAY_ADDRESS to its own cluster (`pin_ray_address`): that state-API
+    lookup otherwise goes by the sessions under /tmp/ray and fails with "Found multiple active Ray
+    instances" whenever a second Ray runs on the host, with the same leak as a result.
     """
     import ray
 
@@ -19,7 +23,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
         return
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
+
+
+def pin_ray_address() -> None:
+    """Worker setup hook: state-API calls made in this worker go to this worker's own cluster."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+_RUNTIME_ENV = {"worker_process_setup_hook": pin_ray_address}

@@ -171,3 +171,37 @@ def test_local_dashboard_listens_on_loopback_only(ray_two_cpus):
 
     webui = ray._private.worker.global_worker.node.address_info["webui_url"]
     assert webui.split(":")[0] in ("127.0.0.1", "localhost"), webui
+
+
+def test_local_ray_refuses_requests_without_its_token(ray_two_cpus):
+    """The local Ray we start runs with token authentication (Ray 2.60 turns it on for a new local
+    cluster unless RAY_AUTH_MODE says otherwise): its HTTP API (jobs, state) refuses a request
+    without the token or with a wrong one. Plain HTTP: Ray's own clients in this process would
+    attach this process's token themselves."""
+    import urllib.error
+    import urllib.request
+
+    import ray
+
+    webui = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
+    for path in ("/api/jobs/", "/api/v0/nodes"):
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(webui + path, headers=headers), timeout=20)
+            assert refused.value.code in (401, 403), (path, headers, refused.value.code)
+
+
+def test_workers_pin_ray_address_to_their_own_cluster(ray_two_cpus):
+    """Train's placement-group cleaner asks the state API from a worker; with a second Ray on the
+    host an address lookup would find both and fail, leaking every stopped trial's CPUs. Workers
+    started through `connect` pin RAY_ADDRESS to their own cluster."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def address_and_actor_count():
+        from ray.util.state import list_actors
+
+        return os.environ.get("RAY_ADDRESS"), len(list_actors())
+
+    address, _ = ray.get(address_and_actor_count.remote())
+    assert address == ray.get_runtime_context().gcs_address
