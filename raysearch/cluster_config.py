@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserInputError
+from .errors import UserInputError, load_user_yaml
 
 PLACEHOLDER = re.compile(r"YOUR_[A-Z0-9_]+")
 SPACE_ANNOTATION = "raysearch/search-space"
@@ -94,20 +94,6 @@ def _fail(label: str, where: str, what: str, fix: str):
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def _load_yaml(path: Path, label: str) -> Any:
-    if not path.is_file():
-        raise UserInputError(f"{label}: no such file; pass a cluster YAML such as cluster/aws-gpu.yaml")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserInputError(f"{label}: {where}: not valid YAML ({problem}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{label}: cannot read the file ({exc}); check its permissions and encoding") from None
-
-
 def _placeholders(value: Any) -> list[str]:
     """YOUR_* tokens in the values of a parsed document (comments do not count)."""
     if isinstance(value, dict):
@@ -546,7 +532,7 @@ def validate_cluster_file(path: str | Path, strict: bool = False) -> ClusterChec
 
     `strict` also refuses YOUR_* placeholders left in values (run it before launching)."""
     label = str(path)
-    doc = _load_yaml(Path(path), label)
+    doc = load_user_yaml(path, "pass a cluster YAML such as cluster/aws-gpu.yaml")
     if not isinstance(doc, dict):
         _fail(label, "(top level)", "not a mapping", "pass a Ray launcher YAML, a KubeRay manifest or a runtime env")
     placeholders = _placeholders(doc)

@@ -458,7 +458,7 @@ def test_yaml_level_errors(tmp_path):
     expect_error(tmp_path, "preset: [mvae-tiny\n", "line 2", "not valid YAML")
     expect_error(tmp_path, "", "(top level)", "the file is empty")
     expect_error(tmp_path, "- a\n- b\n", "(top level)", "expected a mapping")
-    with pytest.raises(UserInputError, match=r"missing\.yaml: no such search-space file"):
+    with pytest.raises(UserInputError, match=r"missing\.yaml: no such file; pass a search-space YAML"):
         load_search_space(tmp_path / "missing.yaml")
 
 

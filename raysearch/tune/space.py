@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 import models
 from models import ModelConfig, ModelConfigError
 
-from ..errors import UserInputError
+from ..errors import UserInputError, load_user_yaml
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig
 
 OBJECTIVE_METRICS = ("val_acc", "val_loss", "params", "pretrain_gflops", "classifier_gflops", "train_time_s")
@@ -265,19 +264,8 @@ def load_search_space(path: str | Path, *, data: str | None = None, num_samples:
     dataset directory exists (for validating a space on a machine without the data).
     """
     path = Path(path)
-    label = str(path)
-    if not path.is_file():
-        raise UserInputError(f"{label}: no such search-space file; pass a YAML file such as search_spaces/smoke.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserInputError(f"{label}: {where}: not valid YAML ({problem}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{label}: cannot read the file ({exc}); check its permissions and encoding") from None
-    return _Loader(label, path).load(raw, data, num_samples, check_data)
+    raw = load_user_yaml(path, "pass a search-space YAML file such as search_spaces/smoke.yaml")
+    return _Loader(str(path), path).load(raw, data, num_samples, check_data)
 
 
 # -- validation ---------------------------------------------------------------------------------------
