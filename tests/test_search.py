@@ -149,3 +149,43 @@ def test_two_objectives_give_a_pareto_front(tmp_path, ray_two_cpus, capsys):
             assert any(f.val_acc >= row.val_acc and f.params <= row.params for f in front.itertuples())
     assert (run_dir / "pareto_front.png").exists()
     assert "## Pareto front" in (run_dir / "summary.md").read_text()
+
+
+def test_reaper_releases_only_placement_groups_left_by_dead_train_workers(ray_two_cpus):
+    """A stopped trial whose Train controller died mid-abort leaves its workers' placement group
+    CREATED and empty; the search's reaper removes it (after a grace period) and nothing else."""
+    import ray
+    from ray.util import placement_group, placement_group_table, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from raysearch.tune.reaper import PlacementGroupReaper
+
+    # Stands for Ray Train's worker actor: the state API knows actors by their class's qualified name.
+    worker_class = ray.remote(num_cpus=0.5)(type("RayTrainWorker", (), {"ping": lambda self: 1}))
+
+    def worker_in_new_group():
+        group = placement_group([{"CPU": 0.5}])
+        ray.get(group.ready(), timeout=60)
+        worker = worker_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()
+        ray.get(worker.ping.remote(), timeout=60)
+        return group, worker
+
+    orphan, dead = worker_in_new_group()
+    kept, alive = worker_in_new_group()
+    ray.kill(dead)
+    empty = placement_group([{"CPU": 0.1}])   # no worker ever ran in it: not ours to judge
+    ray.get(empty.ready(), timeout=60)
+    try:
+        reaper = PlacementGroupReaper(grace_s=1.0)
+        deadline = time.monotonic() + 30
+        while not reaper.removed and time.monotonic() < deadline:
+            reaper.sweep()
+            time.sleep(0.5)
+        states = {pg: placement_group_table(pg)["state"] for pg in (orphan, kept, empty)}
+        assert reaper.removed == [orphan.id.hex()]
+        assert states == {orphan: "REMOVED", kept: "CREATED", empty: "CREATED"}
+        assert ray.get(alive.ping.remote()) == 1
+    finally:
+        ray.kill(alive)
+        for group in (kept, empty):
+            remove_placement_group(group)

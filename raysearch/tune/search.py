@@ -85,6 +85,8 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resource
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from .reaper import PlacementGroupReaper
+
     metrics, modes = space.metric_names(), space.modes()
     multi = len(metrics) > 1
     searcher = OptunaSearch(
@@ -119,7 +121,7 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resource
     ) if not multi else None
     run_config = ray.tune.RunConfig(
         name=name, storage_path=root, progress_reporter=reporter,
-        failure_config=ray.tune.FailureConfig(max_failures=1),
+        failure_config=ray.tune.FailureConfig(max_failures=1), callbacks=[PlacementGroupReaper()],
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
