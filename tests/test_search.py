@@ -151,41 +151,45 @@ def test_two_objectives_give_a_pareto_front(tmp_path, ray_two_cpus, capsys):
     assert "## Pareto front" in (run_dir / "summary.md").read_text()
 
 
-def test_reaper_releases_only_placement_groups_left_by_dead_train_workers(ray_two_cpus):
-    """A stopped trial whose Train controller died mid-abort leaves its workers' placement group
-    CREATED and empty; the search's reaper removes it (after a grace period) and nothing else."""
+def test_reaper_releases_only_placement_groups_of_dead_train_controllers(ray_two_cpus):
+    """A Train controller that dies mid-abort leaves the placement group it created CREATED and
+    empty (ray-project/ray#62753); the search's reaper removes it, after a grace period, and no
+    other group: not a live controller's, not one a dead actor of another kind made, not the
+    driver's."""
     import ray
     from ray.util import placement_group, placement_group_table, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from raysearch.tune.reaper import PlacementGroupReaper
+    from raysearch.tune.reaper import PlacementGroupReaper, remove_placement_group_by_id
 
-    # Stands for Ray Train's worker actor: the state API knows actors by their class's qualified name.
-    worker_class = ray.remote(num_cpus=0.5)(type("RayTrainWorker", (), {"ping": lambda self: 1}))
+    def creator_class(name):
+        # The state API knows actors by their class's name; Train's controller is "TrainController".
+        def make_group(self):
+            group = placement_group([{"CPU": 0.25}])
+            ray.get(group.ready(), timeout=60)
+            return group.id.hex()
+        return ray.remote(num_cpus=0)(type(name, (), {"make_group": make_group}))
 
-    def worker_in_new_group():
-        group = placement_group([{"CPU": 0.5}])
-        ray.get(group.ready(), timeout=60)
-        worker = worker_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()
-        ray.get(worker.ping.remote(), timeout=60)
-        return group, worker
+    def group_of(actor):
+        return ray.get(actor.make_group.remote(), timeout=60)
 
-    orphan, dead = worker_in_new_group()
-    kept, alive = worker_in_new_group()
-    ray.kill(dead)
-    empty = placement_group([{"CPU": 0.1}])   # no worker ever ran in it: not ours to judge
-    ray.get(empty.ready(), timeout=60)
+    dead_controller, live_controller = creator_class("TrainController").remote(), creator_class("TrainController").remote()
+    other = creator_class("SomethingElse").remote()
+    orphan, kept, others = group_of(dead_controller), group_of(live_controller), group_of(other)
+    ray.kill(dead_controller)
+    ray.kill(other)
+    driver_group = placement_group([{"CPU": 0.25}])
+    ray.get(driver_group.ready(), timeout=60)
     try:
         reaper = PlacementGroupReaper(grace_s=1.0)
         deadline = time.monotonic() + 30
         while not reaper.removed and time.monotonic() < deadline:
             reaper.sweep()
             time.sleep(0.5)
-        states = {pg: placement_group_table(pg)["state"] for pg in (orphan, kept, empty)}
-        assert reaper.removed == [orphan.id.hex()]
-        assert states == {orphan: "REMOVED", kept: "CREATED", empty: "CREATED"}
-        assert ray.get(alive.ping.remote()) == 1
+        states = {pg: placement_group_table()[pg]["state"] for pg in (orphan, kept, others, driver_group.id.hex())}
+        assert reaper.removed == [orphan]
+        assert states == {orphan: "REMOVED", kept: "CREATED", others: "CREATED", driver_group.id.hex(): "CREATED"}
     finally:
-        ray.kill(alive)
-        for group in (kept, empty):
-            remove_placement_group(group)
+        ray.kill(live_controller)
+        remove_placement_group(driver_group)
+        for pg in (kept, others):
+            remove_placement_group_by_id(pg)

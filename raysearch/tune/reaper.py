@@ -1,16 +1,23 @@
-"""Give back the CPUs and GPUs of trials that Tune stopped while their Ray Train run was aborting.
+"""Give back the CPUs and GPUs of placement groups that a stopped trial's Ray Train run left behind.
 
-When ASHA stops a trial, Tune ends the trial's actor; the Ray Train controller it owns starts its
-abort, which first tells Train's PlacementGroupCleaner to stand down and then removes the workers'
-placement group. When the controller dies between the two steps (the owner's exit kills it), the
-group stays CREATED with nothing in it. Its resources are then lost to the search: measured here
-with ray 2.60, 2 of about 40 stopped trials leaked their group and the last trial of a search
-waited for CPUs forever (Train retries a worker-group start that times out without limit).
+Ray Train's controller creates its workers' placement group. A placement group outlives the actor
+that created it: the GCS keeps it until the job (here, the search driver) ends, and Train relies on
+a detached PlacementGroupCleaner to remove it when the controller dies. When ASHA stops a trial,
+Tune ends the trial's actor and the controller it owns dies mid-abort, and with ray 2.60 two races
+leave a group behind (measured here: 2 of about 40 stopped trials in one search, and a search that
+hung for 35 minutes with 2 leaked groups holding 1.9 of 2 CPUs):
+- the controller dies after its abort told the cleaner to stand down and before it removed the
+  group itself;
+- the controller, already aborting, sees its workers die, restarts the worker group and creates a
+  new placement group that nobody ever registers with the cleaner (ray-project/ray#62753).
+Either way the group stays CREATED with nothing in it, and the search's last trials wait for CPUs
+forever (Train retries a worker-group start that times out without limit).
 
-`PlacementGroupReaper` is a Tune callback in the search driver. For two minutes after any trial
-ends, it looks every few seconds for placement groups that are CREATED, were used by Ray Train
-workers that are all dead, and hold no live actor; one that stays so for `grace_s` (Train's own
-clean-up takes well under a second) is removed.
+`PlacementGroupReaper` is a Tune callback in the search driver. Every few seconds it reads the
+placement group table from the GCS (cheap) and looks for CREATED, non-detached groups whose
+creator actor is dead; only when there are some does it ask the state API whether that creator was
+a Ray Train controller and whether any live actor is still in the group. A group that stays so for
+`grace_s` (Train's own clean-up takes well under a second) is removed.
 """
 
 from __future__ import annotations
@@ -22,24 +29,44 @@ import ray.tune
 
 logger = logging.getLogger(__name__)
 
-TRAIN_WORKER_CLASS = "RayTrainWorker"
+TRAIN_CONTROLLER_CLASS = "TrainController"
 STATE_API_LIMIT = 10_000  # the most the state API returns in one call (ray 2.60)
 
 
-def orphaned_worker_groups() -> set[str]:
-    """Hex ids of CREATED placement groups whose Ray Train workers are all dead and that hold no
-    live actor."""
-    from ray.util import placement_group_table
+def groups_of_dead_creators() -> dict[str, str]:
+    """CREATED, non-detached placement groups whose creator actor is dead: {group hex: creator hex}.
+
+    Groups created by a driver have no creator actor and never appear. Ray's public
+    `placement_group_table()` leaves out the creator, so this reads the GCS table it is built from
+    (ray 2.60's GlobalState; a test covers it, so a Ray upgrade that moves it fails loudly).
+    """
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    created = gcs_pb2.PlacementGroupTableData.CREATED
+    found = {}
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        group = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        creator = group.creator_actor_id
+        if group.state == created and not group.is_detached and creator.strip(b"\xff") and group.creator_actor_dead:
+            found[group.placement_group_id.hex()] = creator.hex()
+    return found
+
+
+def orphaned_train_groups() -> set[str]:
+    """Hex ids of CREATED placement groups whose creator, a Ray Train controller, is dead and that
+    hold no live actor."""
     from ray.util.state import list_actors
 
-    def groups(*filters) -> set[str]:
-        actors = list_actors(filters=list(filters), detail=True, limit=STATE_API_LIMIT, raise_on_missing_output=False)
-        return {a.placement_group_id for a in actors if a.placement_group_id}
-
-    live = groups(("state", "!=", "DEAD"))
-    dead_workers = groups(("state", "=", "DEAD"), ("class_name", "=", TRAIN_WORKER_CLASS))
-    created = {pg for pg, info in placement_group_table().items() if info["state"] == "CREATED"}
-    return (dead_workers - live) & created
+    candidates = groups_of_dead_creators()
+    if not candidates:
+        return set()
+    controllers = {a.actor_id for a in list_actors(
+        filters=[("class_name", "=", TRAIN_CONTROLLER_CLASS), ("state", "=", "DEAD")],
+        limit=STATE_API_LIMIT, raise_on_missing_output=False)}
+    occupied = {a.placement_group_id for a in list_actors(
+        filters=[("state", "!=", "DEAD")], detail=True, limit=STATE_API_LIMIT, raise_on_missing_output=False)}
+    return {pg for pg, creator in candidates.items() if creator in controllers and pg not in occupied}
 
 
 def remove_placement_group_by_id(pg_hex: str) -> None:
@@ -50,21 +77,15 @@ def remove_placement_group_by_id(pg_hex: str) -> None:
 
 
 class PlacementGroupReaper(ray.tune.Callback):
-    def __init__(self, grace_s: float = 10.0, interval_s: float = 5.0, watch_s: float = 120.0):
-        self.grace_s, self.interval_s, self.watch_s = grace_s, interval_s, watch_s
-        self._watch_until = 0.0
+    def __init__(self, grace_s: float = 10.0, interval_s: float = 5.0):
+        self.grace_s, self.interval_s = grace_s, interval_s
         self._last_sweep = 0.0
         self._suspects: dict[str, float] = {}   # placement group -> when it was first seen orphaned
         self.removed: list[str] = []
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._watch_until = time.monotonic() + self.watch_s
-
-    on_trial_error = on_trial_complete
-
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()
-        if (now < self._watch_until or self._suspects) and now - self._last_sweep >= self.interval_s:
+        if now - self._last_sweep >= self.interval_s:
             self._last_sweep = now
             self.sweep(now)
 
@@ -72,7 +93,7 @@ class PlacementGroupReaper(ray.tune.Callback):
         """One look; returns the placement groups removed by it."""
         now = time.monotonic() if now is None else now
         try:
-            orphans = orphaned_worker_groups()
+            orphans = orphaned_train_groups()
         except Exception as exc:  # the state API is served by the dashboard: busy or restarting
             logger.info("placement group sweep skipped: %s", exc)
             return []
@@ -81,6 +102,6 @@ class PlacementGroupReaper(ray.tune.Callback):
         for pg in removed:
             remove_placement_group_by_id(pg)
             del self._suspects[pg]
-            logger.warning("released placement group %s left behind by a stopped trial's Ray Train workers", pg)
+            logger.warning("released placement group %s left behind by a stopped trial's Ray Train controller", pg)
         self.removed += removed
         return removed
