@@ -187,7 +187,8 @@ def search_section(result: dict) -> str:
             f"{st['pretrain_epochs']} + {st['finetune_epochs']} epochs, {st['trial_workers']} worker per trial, "
             f"{st['concurrent_trials']} trials at once; ASHA grace {st['asha']['grace_period']}, reduction "
             f"{st['asha']['reduction_factor']}; TPE after {st['tpe_startup_trials']} random trials. Target val_acc "
-            f"{result['target_val_acc']} (median of random search's final best).\n\n")
+            f"{result['target_val_acc']} (median of random search's best fine-tuned val_acc; the pre-training kNN "
+            f"proxy does not count).\n\n")
     rows = []
     for method, m in result["methods"].items():
         per_seed = "; ".join(f"seed {seed}: best {v['final_best_val_acc']}, {v['epochs'] if v['reached'] else 'not reached'}"
