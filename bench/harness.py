@@ -21,7 +21,8 @@ from typing import Callable
 
 def log(*parts) -> None:
     """Progress goes to stderr; stdout carries only the one JSON object."""
-    print("[bench]", *parts, file=sys.stderr, flush=True)
+    sys.stderr.write(" ".join(["[bench]", *map(str, parts)]) + "\n")  # one write: threads' lines stay whole
+    sys.stderr.flush()
 
 
 def emit(result: dict) -> None:
