@@ -160,7 +160,7 @@ def ray_section(result: dict) -> str:
         text += (f"\n\nTiny real trial ({real['trial']}): `fit_trial` {real['fit_trial_wall_s']} s against "
                  f"{real['in_process_wall_s']} s in-process (warm process, all cores) = {real['ratio_ray_to_in_process']}x; "
                  f"**fixed cost {real['fixed_cost_s']} s per trial**. Inside `fit_trial`: "
-                 + ", ".join(f"{k.replace('_s', '').replace('_', ' ')} {v} s" for k, v in stages.items()) + ".")
+                 + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v} s" for k, v in stages.items()) + ".")
     return text
 
 
