@@ -81,6 +81,7 @@ class PlacementGroupReaper(ray.tune.Callback):
         self.grace_s, self.interval_s = grace_s, interval_s
         self._last_sweep = 0.0
         self._suspects: dict[str, float] = {}   # placement group -> when it was first seen orphaned
+        self._failed_before = False
         self.removed: list[str] = []
 
     def on_step_end(self, iteration, trials, **info):
@@ -94,8 +95,13 @@ class PlacementGroupReaper(ray.tune.Callback):
         now = time.monotonic() if now is None else now
         try:
             orphans = orphaned_train_groups()
-        except Exception as exc:  # the state API is served by the dashboard: busy or restarting
-            logger.info("placement group sweep skipped: %s", exc)
+        except Exception as exc:
+            # Usually the dashboard (which serves the state API) is busy or restarting, and the next
+            # sweep works; the first failure is a warning so that a Ray that moved the GCS table
+            # reader does not silently switch the reaper off.
+            logger.log(logging.INFO if self._failed_before else logging.WARNING,
+                       "placement group sweep skipped: %s: %s", type(exc).__name__, exc)
+            self._failed_before = True
             return []
         self._suspects = {pg: self._suspects.get(pg, now) for pg in orphans}
         removed = [pg for pg, since in self._suspects.items() if now - since >= self.grace_s]
