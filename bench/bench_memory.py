@@ -30,12 +30,12 @@ import models
 from harness import emit, log, machine_info
 
 _CHILD = r"""
-import json, resource, sys
+import json, sys
 import torch
 import torch.nn.functional as F
 import models
 sys.path.insert(0, sys.argv[3])
-from harness import rss_mb
+from harness import peak_rss_mb, rss_mb
 
 torch.set_num_threads(1)
 name, batch = sys.argv[1], int(sys.argv[2])
@@ -56,8 +56,7 @@ else:
     loss = F.cross_entropy(model(x), torch.randint(0, c.num_classes, (batch,)))
 loss.backward()
 optimizer.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"imported_mb": imported, "before_step_mb": before, "peak_mb": peak}))
+print(json.dumps({"imported_mb": imported, "before_step_mb": before, "peak_mb": peak_rss_mb()}))
 """
 
 
