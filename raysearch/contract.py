@@ -1,0 +1,178 @@
+"""The trial contract: what one trial writes, and what every reader of a run may rely on.
+
+`raysearch.train` writes these files and metrics; `raysearch.tune`, `report` and
+`raysearch.deploy` read them. Each file name, metric name, phase and outcome is spelled here once;
+everywhere else refers to these constants. This module imports nothing of raysearch but the error
+type, so any layer may import it.
+
+Metric names say what was measured and on what. Pre-training and fine-tuning never share a name:
+- pre-training reports the masked-reconstruction losses on the validation split (fixed masks) and
+  a representation proxy (`val_knn_acc` or `val_probe_acc`); it never reports `val_acc`;
+- fine-tuning reports `val_acc` (classifier top-1 on the validation split) and `val_ce_loss`.
+So a search objective or a scheduler that reads `val_acc` only ever compares fine-tuned classifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import UserInputError
+
+# -- files ------------------------------------------------------------------------------------------
+# Inside every trial checkpoint directory:
+STATE_FILE = "state.pt"                       # resume state; loads with torch.load(weights_only=True)
+BEST_CLASSIFIER_FILE = "best_classifier.pt"   # state dict of the best fine-tuned classifier so far
+META_FILE = "meta.json"                       # TrialMeta: configs, class names, best-so-far record
+# Beside a run:
+TRAIN_RESULT_FILE = "result.json"             # `raysearch train --out DIR`: one summary object
+TUNE_RESULT_FILE = "result.json"              # a Tune trial directory: one JSON object per report
+TUNE_PARAMS_FILE = "params.json"              # a Tune trial directory: the trial's parameters
+TUNE_ERROR_FILE = "error.txt"                 # a Tune trial directory: present when the trial failed
+SPACE_FILE = "search_space.json"              # a search run: the validated space (objectives, budget)
+RESULTS_FILE = "results.parquet"              # a search run: one row per trial (`raysearch report`)
+TENSORBOARD_DIR = "tensorboard"
+
+# -- phases -----------------------------------------------------------------------------------------
+PRETRAIN = "pretrain"
+FINETUNE = "finetune"
+DIVERGED = "diverged"
+PHASES = (PRETRAIN, FINETUNE, DIVERGED)
+
+
+# -- metric names -----------------------------------------------------------------------------------
+class Metric:
+    """Names of the values a trial reports (Tune result rows, TensorBoard, result.json)."""
+
+    # progress, every report
+    GLOBAL_EPOCH = "global_epoch"       # monotonic over both phases: the schedulers' time axis
+    PHASE = "phase"
+    EPOCH = "epoch"                     # epoch inside the current phase, from 1
+    LR = "lr"
+    SAMPLES_PER_S = "samples_per_s"
+    EPOCH_TIME_S = "epoch_time_s"
+    RESUMED_FROM = "resumed_from_global_epoch"
+    # static, every report
+    PARAMS = "params"
+    PRETRAIN_GFLOPS = "pretrain_gflops"
+    CLASSIFIER_GFLOPS = "classifier_gflops"
+    # pre-training, on the validation split with fixed masks
+    VAL_PRETRAIN_LOSS = "val_pretrain_loss"   # the whole pre-training objective (eq. 3 / eq. 6)
+    VAL_RECON_LOSS = "val_recon_loss"         # masked-joint MSE alone
+    VAL_KNN_ACC = "val_knn_acc"               # kNN accuracy of pooled encoder features (a proxy)
+    VAL_PROBE_ACC = "val_probe_acc"           # linear-probe accuracy of pooled features (a proxy)
+    # fine-tuning, on the validation split
+    VAL_ACC = "val_acc"                       # classifier top-1: the default search objective
+    VAL_CE_LOSS = "val_ce_loss"
+    BEST_VAL_ACC = "best_val_acc"             # best val_acc so far in this trial (absent before any)
+    FINETUNE_SAMPLES = "finetune_samples"
+    # test split: computed once, with the best-validation weights, never used for selection
+    TEST_ACC = "test_acc"
+    TEST_TOP5_ACC = "test_top5_acc"
+    # how a trial ended
+    DIVERGED = "diverged"
+    STATUS_REASON = "status_reason"
+
+    @staticmethod
+    def train(term: str) -> str:
+        """Training-split average of a loss term, e.g. train('recon_loss') -> 'train_recon_loss'."""
+        return f"train_{term}"
+
+    @staticmethod
+    def val(term: str) -> str:
+        """Validation-split average of a loss term, e.g. val('kl_loss') -> 'val_kl_loss'."""
+        return f"val_{term}"
+
+
+# What a search may optimise, and the direction that makes sense for each. Proxies are not here:
+# they rank encoders, not the fine-tuned models a search returns.
+OBJECTIVES: dict[str, str] = {
+    Metric.VAL_ACC: "max",
+    Metric.BEST_VAL_ACC: "max",
+    Metric.VAL_CE_LOSS: "min",
+    Metric.PARAMS: "min",
+    Metric.PRETRAIN_GFLOPS: "min",
+    Metric.CLASSIFIER_GFLOPS: "min",
+}
+
+# -- how a trial ended ------------------------------------------------------------------------------
+COMPLETED = "completed"
+STOPPED_EARLY = "stopped_early"      # a scheduler stopped it before its last epoch
+OUTCOME_DIVERGED = "diverged"        # a loss became NaN/inf; its best weights so far are kept
+ERROR = "error"
+PENDING = "pending"                  # started, nothing reported yet
+OUTCOMES = (COMPLETED, STOPPED_EARLY, OUTCOME_DIVERGED, ERROR, PENDING)
+USABLE_OUTCOMES = frozenset({COMPLETED, STOPPED_EARLY})  # trials whose checkpoint can be exported
+OUTCOME_COLUMN = "outcome"           # the column of results.parquet and the key of result.json
+
+
+# -- the record saved with every checkpoint --------------------------------------------------------
+@dataclass(frozen=True)
+class BestSoFar:
+    """The best a trial has reached; None until it has reached anything (no sentinels)."""
+
+    pretrain_val_loss: float | None = None   # lowest val_pretrain_loss: selects the encoder
+    pretrain_epoch: int | None = None        # global epoch of that encoder
+    val_acc: float | None = None             # highest fine-tuned val_acc: selects the classifier
+    epoch: int | None = None                 # global epoch of that classifier
+
+    def pretrain_improved(self, loss: float) -> bool:
+        return math.isfinite(loss) and (self.pretrain_val_loss is None or loss < self.pretrain_val_loss)
+
+    def finetune_improved(self, acc: float) -> bool:
+        return math.isfinite(acc) and (self.val_acc is None or acc > self.val_acc)
+
+
+@dataclass(frozen=True)
+class TrialMeta:
+    """`meta.json` of a checkpoint: what deploy needs to rebuild and describe the classifier."""
+
+    model_config: dict[str, Any]
+    trial_config: dict[str, Any]
+    class_names: list[str]
+    layout: dict[str, Any]
+    best: BestSoFar = field(default_factory=BestSoFar)
+    global_epoch: int = 0
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=list)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "TrialMeta":
+        """Parse and type-check `meta.json`; a wrong or missing field is a one-line UserInputError
+        naming `source` and the field."""
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise UserInputError(f"{source}: not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})") from None
+        if not isinstance(raw, dict):
+            raise UserInputError(f"{source}: expected a JSON object, found {type(raw).__name__}")
+        expect = {"model_config": dict, "trial_config": dict, "class_names": list, "layout": dict,
+                  "best": dict, "global_epoch": int, "last_metrics": dict}
+        for name, kind in expect.items():
+            if name not in raw and name in ("model_config", "trial_config", "class_names", "layout"):
+                raise UserInputError(f"{source}: field {name!r} is missing; the checkpoint is incomplete")
+            if name in raw and (not isinstance(raw[name], kind) or isinstance(raw[name], bool)):
+                raise UserInputError(f"{source}: field {name!r} must be a JSON {kind.__name__}, "
+                                     f"found {type(raw[name]).__name__}")
+        if not all(isinstance(c, str) for c in raw["class_names"]):
+            raise UserInputError(f"{source}: field 'class_names' must be a list of strings")
+        best_raw = raw.get("best", {})
+        best_fields = {f.name for f in fields(BestSoFar)}
+        best = {}
+        for key, value in best_raw.items():
+            if key not in best_fields:
+                continue  # written by a newer raysearch; ignore what this one does not know
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UserInputError(f"{source}: field 'best.{key}' must be a number or null, "
+                                     f"found {type(value).__name__}")
+            best[key] = value
+        return cls(model_config=raw["model_config"], trial_config=raw["trial_config"],
+                   class_names=list(raw["class_names"]), layout=raw["layout"], best=BestSoFar(**best),
+                   global_epoch=int(raw.get("global_epoch", 0)), last_metrics=raw.get("last_metrics", {}))
+
+    def with_best(self, **changes: Any) -> "TrialMeta":
+        return replace(self, best=replace(self.best, **changes))
