@@ -354,7 +354,7 @@ ERRORS = [
     ("synthetic without synthetic data", lambda d: d.update(data="."), "synthetic", "only used with data: synthetic"),
     # objectives
     ("unknown metric", _set(("objectives",), [{"metric": "accuracy", "mode": "max"}]),
-     "objectives[0].metric", "use one of val_acc, val_loss, params"),
+     "objectives[0].metric", "use one of val_acc, best_val_acc, val_ce_loss, params"),
     ("unknown mode", _set(("objectives",), [{"metric": "val_acc", "mode": "maximize"}]),
      "objectives[0].mode", "use one of max, min"),
     ("duplicate metric", _set(("objectives",), [{"metric": "val_acc", "mode": "max"}] * 2),
@@ -392,7 +392,7 @@ ERRORS = [
     ("joint ratio masks all", _param("joint_mask_ratio", {"type": "float", "low": 0.2, "high": 0.99}),
      "parameters.joint_mask_ratio.high", "masks all 25 joints"),
     ("decoder depth too low", _param("decoder_depth", {"type": "int", "low": 1, "high": 4}),
-     "parameters.decoder_depth.low", "must be >= 2"),
+     "parameters.decoder_depth.low", "decoder_depth=1"),
     ("decoder width choice", _param("decoder_width", {"type": "categorical", "choices": [16, 18]}),
      "parameters.decoder_width.choices[1]", "multiple of 4"),
     ("decoder width inside the range", _param("decoder_width", {"type": "int", "low": 16, "high": 24}),

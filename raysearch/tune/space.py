@@ -1,35 +1,57 @@
-"""Search spaces: a YAML file -> a validated, typed `SearchSpace` -> Optuna define-by-run.
+"""Search spaces: a YAML file -> a typed, checked `SearchSpace` -> Optuna define-by-run.
 
-`load_search_space` checks everything a search needs before Ray starts (names, types, ranges,
-conditions, warm-start points, objectives, scheduler and sampler, per-trial resources, and that
-the model can be built at the edges of every range) and raises `UserInputError` with one line:
-`<file>: <field.path>: <what is wrong>; <how to fix>`. The schema is documented in
-search_spaces/README.md.
+Loading is parse, then check:
+1. Parse. Each section of the YAML has its own small parser that returns a finished frozen object
+   (`Objective`, `Budget`, `Parameter`, ...) or raises `UserInputError`. A parser reads its own
+   section and, where it must, finished objects of sections parsed before it (the budget reads the
+   parameters for the grid size). A setting's type comes from the `TrainConfig` / `ModelConfig`
+   field types (`typing.get_type_hints`), so `fixed.seed: abc` or `decoder_depth: 2.5` stops here.
+2. Check. `_check` runs the rules that span sections on the finished `SearchSpace`: conditions on
+   constants, warm-start points, scheduler and epoch limits, and that the model and recipe accept
+   every fixed setting and every parameter at the ends of its range (`TrialConfig` and
+   `ModelConfig` validate themselves; this module only chooses the combinations to try).
 
-`define_by_run(trial, space=..., data_dir=...)` suggests the parameters whose `when` holds, in
-YAML order, and returns the constants every trial gets, so a trial's flat config is
-`{**suggested, **space.constants(data_dir)}` and `TrialConfig.from_flat` accepts it.
+Every error is one line: `<file>: <field.path>: <what is wrong>; <how to fix>`. The schema is
+documented in search_spaces/README.md.
+
+Parameters are Optuna distributions (`FloatDistribution`, `IntDistribution`,
+`CategoricalDistribution`) plus our `when` condition. `define_by_run(trial, space=...,
+data_dir=...)` suggests the parameters whose `when` holds, in YAML order, and returns the
+constants every trial gets, so a trial's flat config is `{**suggested, **space.constants(data_dir)}`
+and `TrialConfig.from_flat` accepts it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import decimal
+import inspect
 import math
 import re
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 import models
 from models import ModelConfig, ModelConfigError
 
-from ..errors import UserInputError, load_user_yaml
+from ..contract import OBJECTIVES, Metric
+from ..errors import UserInputError, load_user_yaml, show
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig
 
-OBJECTIVE_METRICS = ("val_acc", "val_loss", "params", "pretrain_gflops", "classifier_gflops", "train_time_s")
+OBJECTIVE_METRICS = tuple(OBJECTIVES)       # the metrics a search may optimise (contract.OBJECTIVES)
+# Metrics a user may reach for that are not objectives, and what to write instead.
+NOT_OBJECTIVES = {
+    "val_loss": f"it was split: the fine-tuning cross-entropy is {Metric.VAL_CE_LOSS}",
+    Metric.VAL_PRETRAIN_LOSS: "a pre-training loss ranks encoders, not the fine-tuned models a search returns",
+    Metric.VAL_RECON_LOSS: "a pre-training loss ranks encoders, not the fine-tuned models a search returns",
+    Metric.VAL_KNN_ACC: "a pre-training proxy ranks encoders, not the fine-tuned models a search returns",
+    Metric.VAL_PROBE_ACC: "a pre-training proxy ranks encoders, not the fine-tuned models a search returns",
+}
 MODES = ("max", "min")
 PARAMETER_TYPES = ("float", "int", "categorical")
 SCHEDULER_TYPES = ("asha", "fifo")
@@ -40,6 +62,12 @@ BUDGET_TRAIN_FIELDS = ("pretrain_epochs", "finetune_epochs", "label_fraction")
 # Discrete ranges up to this many values are checked value by value for a buildable model;
 # larger ones and continuous ranges at their two ends.
 FEASIBILITY_CHECK_LIMIT = 1024
+# Every number of a space travels as a float64 (Optuna's internal values, Tune's JSON, the results
+# table), which holds integers exactly up to 2**53: larger ones are refused as any other typo.
+MAX_INT = 2**53
+# A stepped float range with more values than this is continuous in all but name.
+MAX_STEPS = 10**12
+MAX_NAME_CHARS = 100
 
 TOP_LEVEL_KEYS = ("name", "preset", "data", "synthetic", "objectives", "budget", "resources", "scheduler",
                   "sampler", "fixed", "parameters", "points_to_evaluate")
@@ -55,21 +83,26 @@ PARAMETER_KEYS = {"float": ("type", "low", "high", "step", "log", "when"),
                   "int": ("type", "low", "high", "step", "log", "when"),
                   "categorical": ("type", "choices", "when")}
 
+# The type of every setting, read from the dataclasses themselves (`float | None`, `tuple[int, ...]`).
+FIELD_TYPES: dict[str, Any] = {name: hint for cls in (ModelConfig, TrainConfig)
+                               for name, hint in typing.get_type_hints(cls).items() if name in TUNABLE_FIELDS}
 
+
+# -- the finished space ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Objective:
-    metric: str
-    mode: str                               # "max" or "min"
+    metric: str                             # a key of contract.OBJECTIVES
+    mode: str                               # "max" or "min": the metric's natural direction
 
 
 @dataclass(frozen=True)
 class SyntheticData:
     """Arguments of the built-in generator (`raysearch prepare synthetic`)."""
 
-    classes: int = 10
-    per_class: int = 100
-    seed: int = 0
-    max_frames: int = 64
+    classes: int
+    per_class: int
+    seed: int
+    max_frames: int
 
 
 @dataclass(frozen=True)
@@ -108,55 +141,89 @@ class SamplerSpec:
     constant_liar: bool = True              # tpe: parallel trials avoid each other
 
 
+Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
+
+
 @dataclass(frozen=True)
 class Parameter:
-    """One searched setting. `when` maps a setting name to the values under which this one exists."""
+    """One searched setting: an Optuna distribution, sampled only while `when` holds.
+
+    `when` maps a setting name to the values under which this parameter exists (any one will do).
+    """
 
     name: str
-    type: str                               # "float", "int" or "categorical"
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    choices: tuple = ()
+    distribution: Distribution
     when: dict[str, tuple] = field(default_factory=dict)
 
+    @property
+    def type(self) -> str:
+        if isinstance(self.distribution, CategoricalDistribution):
+            return "categorical"
+        return "int" if isinstance(self.distribution, IntDistribution) else "float"
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(getattr(self.distribution, "choices", ()))
+
+    @property
+    def low(self) -> float | int | None:
+        return getattr(self.distribution, "low", None)
+
+    @property
+    def high(self) -> float | int | None:
+        return getattr(self.distribution, "high", None)
+
+    @property
+    def step(self) -> float | int | None:
+        return getattr(self.distribution, "step", None)
+
+    @property
+    def log(self) -> bool:
+        return getattr(self.distribution, "log", False)
+
     def suggest(self, trial) -> Any:
-        if self.type == "categorical":
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.type == "int":
-            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(self.name, list(d.choices))
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(self.name, d.low, d.high, step=d.step, log=d.log)
 
     def contains(self, value: Any) -> bool:
-        """Whether a trial of this parameter can take `value` (the tolerance is Optuna's)."""
-        if self.type == "categorical":
-            return any(_same(value, choice) for choice in self.choices)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        """Whether a trial of this parameter can take `value` (True is not 1 here, unlike Optuna)."""
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return any(_same(value, choice) for choice in d.choices)
+        if not _is_number(value) or (isinstance(d, IntDistribution) and not isinstance(value, int)):
             return False
-        if self.type == "int" and not isinstance(value, int):
+        if not d.low <= value <= d.high:
             return False
-        if not self.low <= value <= self.high:
-            return False
-        if self.type == "int":
-            return (value - self.low) % (self.step or 1) == 0
-        if self.step is None:
+        if isinstance(d, IntDistribution):
+            return (value - d.low) % d.step == 0
+        if d.step is None:
             return True
-        k = (value - self.low) / self.step
+        k = (value - d.low) / d.step
         return abs(k - round(k)) < 1e-8
 
     def values(self, limit: int) -> tuple | None:
         """Every value a trial can take, when there are at most `limit` of them."""
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return tuple(d.choices)
+        if d.step is None:
+            return None
+        if (d.high - d.low) / d.step + 1 > limit:
+            return None
+        if isinstance(d, IntDistribution):
+            return tuple(range(d.low, d.high + 1, d.step))
+        return tuple(d.low + i * d.step for i in range(round((d.high - d.low) / d.step) + 1))
+
+    def describe(self) -> str:
         if self.type == "categorical":
-            return self.choices
-        if self.type == "float" and self.step is None:
-            return None
-        count = round((self.high - self.low) / (self.step or 1)) + 1
-        if count > limit:
-            return None
-        if self.type == "int":
-            return tuple(range(self.low, self.high + 1, self.step or 1))
-        return tuple(self.low + i * self.step for i in range(count))
+            return "choices " + ", ".join(map(show, self.choices))
+        step = self.step if self.type == "float" or self.step != 1 else None
+        return (f"{self.type} in [{self.low}, {self.high}]" + (f" step {step}" if step else "")
+                + (" log" if self.log else ""))
 
 
 @dataclass(frozen=True)
@@ -211,6 +278,7 @@ class SearchSpace:
         return True
 
 
+# -- what the search uses -------------------------------------------------------------------------------
 def define_by_run(trial, space: SearchSpace, data_dir: str) -> dict[str, Any]:
     """Optuna define-by-run: suggest the active parameters in YAML order, return the constants.
 
@@ -232,9 +300,7 @@ def trial_flat_config(params: dict[str, Any], space: SearchSpace, data_dir: str)
 
 def grid_size(space: SearchSpace) -> int:
     """Number of combinations of the categorical parameters (the whole grid)."""
-    if any(p.type != "categorical" for p in space.parameters):
-        raise ValueError("grid_size needs a space whose parameters are all categorical")
-    return math.prod(len(p.choices) for p in space.parameters)
+    return _grid_size(space.parameters)
 
 
 def build_sampler(space: SearchSpace):
@@ -257,7 +323,7 @@ def build_sampler(space: SearchSpace):
 
 def load_search_space(path: str | Path, *, data: str | None = None, num_samples: int | None = None,
                       check_data: bool = True) -> SearchSpace:
-    """Read and validate a search-space YAML file.
+    """Read, parse and check a search-space YAML file.
 
     `data` and `num_samples` override the file's `data` and `budget.num_samples` (the CLI's `--data`
     and `--num-samples`) and are checked the same way. `check_data=False` skips the check that a
@@ -265,10 +331,13 @@ def load_search_space(path: str | Path, *, data: str | None = None, num_samples:
     """
     path = Path(path)
     raw = load_user_yaml(path, "pass a search-space YAML file such as search_spaces/smoke.yaml")
-    return _Loader(str(path), path).load(raw, data, num_samples, check_data)
+    out = _Out(str(path))
+    space = _parse_space(out, raw, path, data, num_samples, check_data)
+    _check(out, space)
+    return space
 
 
-# -- validation ---------------------------------------------------------------------------------------
+# -- values ------------------------------------------------------------------------------------------------
 def _same(a: Any, b: Any) -> bool:
     """Equality that does not take True for 1 (YAML booleans and integers stay apart)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -280,70 +349,126 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _field_kinds(name: str) -> set[str]:
-    """Kinds a TrainConfig/ModelConfig field takes: int, float, str, bool, None, or list (tuples)."""
-    for cls in (TrainConfig, ModelConfig):
-        for f in dataclasses.fields(cls):
-            if f.name == name:
-                parts = {part.strip() for part in str(f.type).split("|")}
-                return {"list" if part.startswith("tuple") else part for part in parts}
-    return set()
-
-
-def _fits(kinds: set[str], value: Any) -> bool:
-    if value is None:
-        return "None" in kinds
-    if isinstance(value, bool):
-        return "bool" in kinds
+def _is_finite(value: Any) -> bool:
+    """A number a float64 holds: finite, and an int within +-2**53."""
     if isinstance(value, int):
-        return bool(kinds & {"int", "float"})
-    if isinstance(value, float):
-        return "float" in kinds
-    if isinstance(value, str):
-        return "str" in kinds
-    if isinstance(value, list):
-        return "list" in kinds
+        return not isinstance(value, bool) and abs(value) <= MAX_INT
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a dataclass field type (lists stand for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arm) for arm in args)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(item, args[0]) for item in value)
+        return len(value) == len(args) and all(_conforms(item, arm) for item, arm in zip(value, args))
+    if origin is typing.Literal:
+        return any(_same(value, allowed) for allowed in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and _is_finite(value)
+    if hint is float:
+        return _is_finite(value)
+    if hint is str:
+        return isinstance(value, str)
     return False
 
 
-def _kind_text(kinds: set[str]) -> str:
-    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-             "None": "null", "list": "a list"}
-    return " or ".join(names[k] for k in ("int", "float", "str", "bool", "list", "None") if k in kinds)
+_NOUNS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings"), type(None): ("null", "nulls")}
 
 
-class _Loader:
-    """Walks the parsed YAML once, raising on the first problem with the file and field named."""
+def _type_text(hint: Any, plural: bool = False) -> str:
+    """What a field type asks for, in words: 'a finite number or null', 'a list of integers'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(arm, plural) for arm in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return ("lists" if plural else "a list") + " of " + _type_text(args[0], plural=True)
+        items = ", ".join(_type_text(arm).split(" ", 1)[-1] for arm in args)
+        return f"[{items}] " + ("lists" if plural else "list")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(show, args))
+    singular, many = _NOUNS.get(hint, (f"a {getattr(hint, '__name__', hint)}", "values"))
+    return many if plural else singular
 
-    def __init__(self, label: str, path: Path):
-        self.label, self.path = label, path
 
-    def fail(self, where: str, what: str, fix: str):
+def _is_list_setting(hint: Any) -> bool:
+    arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return any(typing.get_origin(arm) is tuple for arm in arms)
+
+
+def _yaml11_float(value: Any) -> str | None:
+    """How to write a number YAML 1.1 read as text (it wants a dot and a signed exponent: 1.0e-4)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        return None
+    mantissa, exponent = value.strip().lower().split("e")
+    mantissa += "" if "." in mantissa else ".0"
+    exponent = exponent if exponent[0] in "+-" else "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
+def _grid_size(parameters: tuple[Parameter, ...]) -> int:
+    if any(p.type != "categorical" for p in parameters):
+        raise ValueError("grid_size needs a space whose parameters are all categorical")
+    return math.prod(len(p.choices) for p in parameters)
+
+
+def _synthetic_defaults() -> dict[str, int]:
+    # NOTE: issue 13 puts the synthetic defaults in one place, `raysearch.data.synthetic.
+    # SYNTHETIC_DEFAULTS`; until that lands they are read from the generator's own signature, so the
+    # numbers are not repeated here.
+    from ..data.synthetic import generate_synthetic
+
+    signature = inspect.signature(generate_synthetic).parameters
+    return {"classes": signature["num_classes"].default, "per_class": signature["per_class"].default,
+            "seed": signature["seed"].default, "max_frames": signature["max_frames"].default}
+
+
+# -- parse: one small reader per section ------------------------------------------------------------------
+class _Out:
+    """Where errors go: the file label, and the small typed readers every section parser shares."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def fail(self, where: str, what: str, fix: str) -> typing.NoReturn:
         raise UserInputError(f"{self.label}: {where}: {what}; {fix}")
 
-    # -- small readers
     def mapping(self, value: Any, where: str, allowed: tuple[str, ...], optional: bool = True) -> dict:
         if value is None and optional:
             return {}
         if not isinstance(value, dict):
-            self.fail(where, f"expected a mapping, got {value!r}", f"write it as {{{', '.join(allowed)}}} keys")
+            self.fail(where or "(top level)", f"expected a mapping, got {show(value)}",
+                      f"write it as a mapping with keys from: {', '.join(allowed)}")
         for key in value:
             if key not in allowed:
-                self.fail(f"{where}.{key}" if where else str(key), "unknown key",
-                          f"allowed keys here: {', '.join(allowed)}")
+                self.fail(_join(where, key), "unknown key", f"allowed keys here: {', '.join(allowed)}")
         return value
+
+    def typed(self, value: Any, hint: Any, where: str) -> Any:
+        """`value` if it fits the field type `hint`, else a one-line error with what it takes."""
+        if _conforms(value, hint):
+            return value
+        written = _yaml11_float(value)
+        if written is not None and _conforms(1.0, hint):
+            self.fail(where, f"{show(value)} is read as text by YAML", f"write {written}")
+        if _is_number(value) and not _is_finite(value) and (_conforms(1.0, hint) or _conforms(1, hint)):
+            self.fail(where, f"{show(value)} is not a finite number within +-2**53", "write a smaller number")
+        self.fail(where, f"{show(value)} is not {_type_text(hint)}", f"write {_type_text(hint)}")
 
     def number(self, value: Any, where: str, *, integer: bool = False, minimum: float | None = None,
                above: float | None = None) -> int | float:
-        kind = "an integer" if integer else "a number"
-        if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
-            # YAML 1.1 reads 1e-4 and 1.0e4 as strings: it wants a dot and a signed exponent.
-            mantissa, exponent = value.strip().lower().split("e")
-            mantissa += "" if "." in mantissa else ".0"
-            exponent = exponent if exponent[0] in "+-" else "+" + exponent
-            self.fail(where, f"{value!r} is read as text by YAML", f"write {mantissa}e{exponent}")
-        if not _is_number(value) or (integer and not isinstance(value, int)):
-            self.fail(where, f"{value!r} is not {kind}", f"write {kind}")
+        value = self.typed(value, int if integer else float, where)
         if minimum is not None and value < minimum:
             self.fail(where, f"{value} must be >= {minimum}", f"use {minimum} or more")
         if above is not None and not value > above:
@@ -351,413 +476,489 @@ class _Loader:
         return value
 
     def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(where, f"{value!r} is not a boolean", "write true or false")
-        return value
+        return self.typed(value, bool, where)
 
     def choice(self, value: Any, where: str, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            self.fail(where, f"{value!r} is not allowed", f"use one of {', '.join(allowed)}")
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(where, f"{show(value)} is not allowed", f"use one of {', '.join(allowed)}")
         return value
 
-    # -- sections
-    def load(self, raw: Any, data_override: str | None, samples_override: int | None, check_data: bool) -> SearchSpace:
-        if raw is None:
-            self.fail("(top level)", "the file is empty", "write a search space; see search_spaces/README.md")
-        if not isinstance(raw, dict):
-            self.fail("(top level)", f"expected a mapping of sections, got {type(raw).__name__}",
-                      f"write the sections {', '.join(TOP_LEVEL_KEYS)} at the top level")
-        doc = self.mapping(raw, "", TOP_LEVEL_KEYS)
-        name = self.run_name(doc.get("name", self.path.stem))
-        preset = self.preset(doc.get("preset"))
-        data, synthetic = self.data(doc, data_override, check_data)
-        objectives = self.objectives(doc.get("objectives"))
-        sampler = self.sampler(doc.get("sampler"))
-        budget_raw = self.mapping(doc.get("budget"), "budget", BUDGET_KEYS)
-        resources = self.resources(doc.get("resources"))
-        fixed = self.fixed(doc.get("fixed"))
-        partial = SearchSpace(name, preset, data, synthetic, objectives, self.budget(budget_raw, None, None),
-                              resources, SchedulerSpec("fifo"), sampler, fixed, (), (), self.path)
-        parameters = self.parameters(doc.get("parameters"), partial)
-        partial = dataclasses.replace(partial, parameters=parameters)
-        if sampler.type == "grid":
-            self.check_grid(parameters, doc)
-        budget = self.budget(budget_raw, partial, samples_override)
-        partial = dataclasses.replace(partial, budget=budget)
-        self.check_epoch_parameters(partial)
-        scheduler = self.scheduler(doc.get("scheduler"), objectives, budget)
-        self.check_buildable(partial)
-        points = self.points(doc.get("points_to_evaluate"), partial)
-        space = dataclasses.replace(partial, scheduler=scheduler, points_to_evaluate=points)
-        if len(points) > budget.num_samples:
-            self.fail("points_to_evaluate", f"{len(points)} points but budget.num_samples is {budget.num_samples}",
-                      "raise num_samples or drop points")
-        return space
 
-    def run_name(self, value: Any) -> str:
-        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            self.fail("name", f"{value!r} is not a usable run name",
-                      "use letters, digits, '.', '_' and '-' (it names the results directory)")
-        return value
+def _join(where: str, key: Any) -> str:
+    name = key if isinstance(key, str) and len(key) <= 80 else show(key)
+    return f"{where}.{name}" if where else str(name)
 
-    def preset(self, value: Any) -> str:
-        if value is None:
-            self.fail("preset", "missing", f"add preset: one of {', '.join(models.list_presets())}")
-        if not isinstance(value, str) or value not in models.PRESETS:
-            self.fail("preset", f"unknown preset {value!r}", f"use one of {', '.join(models.list_presets())}")
-        return value
 
-    def data(self, doc: dict, override: str | None, check_data: bool) -> tuple[str, SyntheticData | None]:
-        value = override if override is not None else doc.get("data")
-        where = "data (--data)" if override is not None else "data"
-        if value is None:
-            self.fail("data", "missing", "add data: synthetic or data: <dataset directory> (or pass --data)")
-        if not isinstance(value, (str, Path)) or not str(value).strip():
-            self.fail(where, f"{value!r} is not a path", "write data: synthetic or a dataset directory")
-        if str(value) == SYNTHETIC:
-            raw = self.mapping(doc.get("synthetic"), "synthetic", SYNTHETIC_KEYS)
-            values = {key: self.number(raw[key], f"synthetic.{key}", integer=True, minimum=0 if key == "seed" else 1)
-                      for key in raw}
-            return SYNTHETIC, SyntheticData(**values)
-        if "synthetic" in doc and override is None:
-            self.fail("synthetic", "only used with data: synthetic", "remove it or set data: synthetic")
+def _parse_space(out: _Out, raw: Any, path: Path, data_override: str | None, samples_override: int | None,
+                 check_data: bool) -> SearchSpace:
+    if raw is None:
+        out.fail("(top level)", "the file is empty", "write a search space; see search_spaces/README.md")
+    if not isinstance(raw, dict):
+        out.fail("(top level)", f"expected a mapping of sections, got {type(raw).__name__}",
+                 f"write the sections {', '.join(TOP_LEVEL_KEYS)} at the top level")
+    doc = out.mapping(raw, "", TOP_LEVEL_KEYS)
+    name = _parse_name(out, doc.get("name", path.stem))
+    preset = _parse_preset(out, doc.get("preset"))
+    data, synthetic = _parse_data(out, doc, data_override, check_data)
+    objectives = _parse_objectives(out, doc.get("objectives"))
+    sampler = _parse_sampler(out, doc.get("sampler"))
+    parameters = _parse_parameters(out, doc.get("parameters"), sampler)
+    return SearchSpace(
+        name=name,
+        preset=preset,
+        data=data,
+        synthetic=synthetic,
+        objectives=objectives,
+        budget=_parse_budget(out, doc.get("budget"), sampler, parameters, samples_override),
+        resources=_parse_resources(out, doc.get("resources")),
+        scheduler=_parse_scheduler(out, doc.get("scheduler"), objectives),
+        sampler=sampler,
+        fixed=_parse_fixed(out, doc.get("fixed")),
+        parameters=parameters,
+        points_to_evaluate=_parse_points(out, doc.get("points_to_evaluate")),
+        source=path,
+    )
+
+
+def _parse_name(out: _Out, value: Any) -> str:
+    if (not isinstance(value, str) or len(value) > MAX_NAME_CHARS
+            or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value)):
+        out.fail("name", f"{show(value)} is not a usable run name",
+                 f"use up to {MAX_NAME_CHARS} letters, digits, '.', '_' and '-' (it names the results directory)")
+    return value
+
+
+def _parse_preset(out: _Out, value: Any) -> str:
+    if value is None:
+        out.fail("preset", "missing", f"add preset: one of {', '.join(models.list_presets())}")
+    if not isinstance(value, str) or value not in models.PRESETS:
+        out.fail("preset", f"unknown preset {show(value)}", f"use one of {', '.join(models.list_presets())}")
+    return value
+
+
+def _parse_data(out: _Out, doc: dict, override: str | None, check_data: bool) -> tuple[str, SyntheticData | None]:
+    value = override if override is not None else doc.get("data")
+    where = "data (--data)" if override is not None else "data"
+    if value is None:
+        out.fail("data", "missing", "add data: synthetic or data: <dataset directory> (or pass --data)")
+    if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
+        out.fail(where, f"{show(value)} is not a path", "write data: synthetic or a dataset directory")
+    if str(value) == SYNTHETIC:
+        return SYNTHETIC, _parse_synthetic(out, doc.get("synthetic"))
+    if "synthetic" in doc and override is None:
+        out.fail("synthetic", "only used with data: synthetic", "remove it or set data: synthetic")
+    try:
         directory = Path(value).expanduser().resolve()
-        if check_data and not directory.is_dir():
-            self.fail(where, f"dataset directory {directory} does not exist",
-                      f"run `raysearch prepare ... --out {value}` first or use data: synthetic")
-        return str(directory), None
+        exists = directory.is_dir()
+    except (OSError, RuntimeError) as exc:  # a name too long, an unknown ~user
+        out.fail(where, f"{show(str(value))} cannot be used as a directory ({exc})", "write a dataset directory")
+    if check_data and not exists:
+        out.fail(where, f"dataset directory {directory} does not exist",
+                 f"run `raysearch prepare ... --out {value}` first or use data: synthetic")
+    return str(directory), None
 
-    def objectives(self, value: Any) -> tuple[Objective, ...]:
-        if value is None:
-            return (Objective("val_acc", "max"),)
-        if not isinstance(value, list) or not value:
-            self.fail("objectives", f"expected a non-empty list, got {value!r}",
-                      "write e.g. objectives: [{metric: val_acc, mode: max}]")
-        out = []
-        for i, item in enumerate(value):
-            where = f"objectives[{i}]"
-            item = self.mapping(item, where, OBJECTIVE_KEYS, optional=False)
-            if "metric" not in item:
-                self.fail(f"{where}.metric", "missing", f"name one of {', '.join(OBJECTIVE_METRICS)}")
-            metric = self.choice(item["metric"], f"{where}.metric", OBJECTIVE_METRICS)
-            if "mode" not in item:
-                self.fail(f"{where}.mode", "missing", "add mode: max or mode: min")
-            mode = self.choice(item["mode"], f"{where}.mode", MODES)
-            if metric in (o.metric for o in out):
-                self.fail(f"{where}.metric", f"{metric} is listed twice", "keep one entry per metric")
-            out.append(Objective(metric, mode))
-        return tuple(out)
 
-    def sampler(self, value: Any) -> SamplerSpec:
-        raw = value if value is not None else {"type": "tpe"}
-        if not isinstance(raw, dict):
-            self.fail("sampler", f"expected a mapping, got {raw!r}", "write e.g. sampler: {type: tpe, seed: 0}")
-        kind = self.choice(raw.get("type", "tpe"), "sampler.type", SAMPLER_TYPES)
-        self.mapping(raw, "sampler", SAMPLER_KEYS[kind])
-        spec: dict[str, Any] = {"type": kind}
-        if "seed" in raw:
-            seed = raw["seed"]
-            spec["seed"] = None if seed is None else self.number(seed, "sampler.seed", integer=True, minimum=0)
-        if "n_startup_trials" in raw:
-            spec["n_startup_trials"] = self.number(raw["n_startup_trials"], "sampler.n_startup_trials",
-                                                   integer=True, minimum=0)
-        for flag in ("multivariate", "group", "constant_liar"):
-            if flag in raw:
-                spec[flag] = self.boolean(raw[flag], f"sampler.{flag}")
-        result = SamplerSpec(**spec)
-        if kind == "tpe" and result.group and not result.multivariate:
-            self.fail("sampler.group", "group: true needs multivariate: true",
-                      "set multivariate: true or group: false")
-        return result
+def _parse_synthetic(out: _Out, value: Any) -> SyntheticData:
+    raw = out.mapping(value, "synthetic", SYNTHETIC_KEYS)
+    values = {key: out.number(raw[key], f"synthetic.{key}", integer=True, minimum=0 if key == "seed" else 1)
+              for key in raw}
+    return SyntheticData(**{**_synthetic_defaults(), **values})
 
-    def budget(self, raw: dict, space: SearchSpace | None, samples_override: int | None) -> Budget:
-        values: dict[str, Any] = {}
-        for key in ("pretrain_epochs", "finetune_epochs"):
-            if key in raw:
-                values[key] = self.number(raw[key], f"budget.{key}", integer=True, minimum=0)
-        if values.get("pretrain_epochs", 1) + values.get("finetune_epochs", 1) == 0:
-            self.fail("budget.finetune_epochs", "pretrain_epochs and finetune_epochs are both 0",
-                      "give at least one phase some epochs")
-        if "label_fraction" in raw:
-            fraction = self.number(raw["label_fraction"], "budget.label_fraction", above=0)
-            if fraction > 1:
-                self.fail("budget.label_fraction", f"{fraction} must be <= 1", "use e.g. 0.05 for 5% of the labels")
-            values["label_fraction"] = fraction
-        if raw.get("time_limit_s") is not None:
-            values["time_limit_s"] = self.number(raw["time_limit_s"], "budget.time_limit_s", above=0)
-        if raw.get("max_concurrent") is not None:
-            values["max_concurrent"] = self.number(raw["max_concurrent"], "budget.max_concurrent",
-                                                   integer=True, minimum=1)
-        if space is None:  # a first pass, for the constants that conditions may read
-            return Budget(num_samples=1, **values)
-        where, samples = "budget.num_samples", raw.get("num_samples")
-        if samples_override is not None:
-            where, samples = "--num-samples", samples_override
-        grid = grid_size(space) if space.sampler.type == "grid" else None
-        if samples is None:
-            if grid is None:
-                self.fail("budget.num_samples", "missing", "set how many trials to run, e.g. num_samples: 16")
-            samples = grid
-        samples = self.number(samples, where, integer=True, minimum=1)
-        if grid is not None and samples < grid:
-            self.fail(where, f"{samples} is smaller than the grid ({grid} combinations)",
-                      f"remove it (it defaults to {grid}) or set it to at least {grid}")
-        return Budget(num_samples=samples, **values)
 
-    def resources(self, value: Any) -> Resources:
-        raw = self.mapping(value, "resources", RESOURCE_KEYS)
-        values: dict[str, Any] = {}
-        if "workers" in raw:
-            values["workers"] = self.number(raw["workers"], "resources.workers", integer=True, minimum=1)
-        if "cpus_per_worker" in raw:
-            values["cpus_per_worker"] = self.number(raw["cpus_per_worker"], "resources.cpus_per_worker", above=0)
-        if "gpus_per_worker" in raw:
-            values["gpus_per_worker"] = self.number(raw["gpus_per_worker"], "resources.gpus_per_worker", minimum=0)
-        return Resources(**values)
+def _parse_objectives(out: _Out, value: Any) -> tuple[Objective, ...]:
+    if value is None:
+        return (Objective(Metric.VAL_ACC, OBJECTIVES[Metric.VAL_ACC]),)
+    if not isinstance(value, list) or not value:
+        out.fail("objectives", f"expected a non-empty list, got {show(value)}",
+                 f"write e.g. objectives: [{{metric: {Metric.VAL_ACC}, mode: max}}]")
+    parsed: list[Objective] = []
+    for i, item in enumerate(value):
+        where = f"objectives[{i}]"
+        item = out.mapping(item, where, OBJECTIVE_KEYS, optional=False)
+        if "metric" not in item:
+            out.fail(f"{where}.metric", "missing", f"name one of {', '.join(OBJECTIVE_METRICS)}")
+        metric = item["metric"]
+        if isinstance(metric, str) and metric in NOT_OBJECTIVES:
+            out.fail(f"{where}.metric", f"{metric} is not a search objective ({NOT_OBJECTIVES[metric]})",
+                     f"use one of {', '.join(OBJECTIVE_METRICS)}")
+        metric = out.choice(metric, f"{where}.metric", OBJECTIVE_METRICS)
+        natural = OBJECTIVES[metric]
+        mode = out.choice(item.get("mode", natural), f"{where}.mode", MODES)
+        if mode != natural:
+            better = "higher" if natural == "max" else "lower"
+            out.fail(f"{where}.mode", f"mode: {mode} would search for the worst {metric} ({better} is better)",
+                     f"write mode: {natural} or leave mode out")
+        if any(o.metric == metric for o in parsed):
+            out.fail(f"{where}.metric", f"{metric} is listed twice", "keep one entry per metric")
+        parsed.append(Objective(metric, mode))
+    return tuple(parsed)
 
-    def scheduler(self, value: Any, objectives: tuple[Objective, ...], budget: Budget) -> SchedulerSpec:
-        default = "asha" if len(objectives) == 1 else "fifo"
-        raw = value if value is not None else {"type": default}
-        if not isinstance(raw, dict):
-            self.fail("scheduler", f"expected a mapping, got {raw!r}", "write e.g. scheduler: {type: asha}")
-        kind = self.choice(raw.get("type", default), "scheduler.type", SCHEDULER_TYPES)
-        self.mapping(raw, "scheduler", SCHEDULER_KEYS[kind])
-        if kind == "fifo":
-            return SchedulerSpec("fifo")
-        if len(objectives) > 1:
-            self.fail("scheduler.type", f"asha stops trials on one metric but there are {len(objectives)} objectives",
-                      "use scheduler: {type: fifo} or keep a single objective")
-        grace = self.number(raw.get("grace_period", 1), "scheduler.grace_period", integer=True, minimum=1)
-        total = budget.pretrain_epochs + budget.finetune_epochs
-        if grace > total:
-            self.fail("scheduler.grace_period", f"{grace} is beyond the {total} epochs a trial runs",
-                      f"use at most {total}")
-        factor = self.number(raw.get("reduction_factor", 4), "scheduler.reduction_factor", above=1)
-        return SchedulerSpec("asha", grace, factor)
 
-    def fixed(self, value: Any) -> dict[str, Any]:
-        raw = self.mapping(value, "fixed", tuple(sorted(TUNABLE_FIELDS)) + tuple(sorted(DATA_FIELDS)))
-        for name, setting in raw.items():
-            where = f"fixed.{name}"
-            if name in DATA_FIELDS:
-                self.fail(where, "comes from the dataset manifest", "remove it")
-            if name in BUDGET_TRAIN_FIELDS:
-                self.fail(where, "is part of the budget", f"set budget.{name} instead")
-            kinds = _field_kinds(name)
-            if not _fits(kinds, setting):
-                self.fail(where, f"{setting!r} is not {_kind_text(kinds)}", f"write {_kind_text(kinds)}")
-        return dict(raw)
+def _parse_sampler(out: _Out, value: Any) -> SamplerSpec:
+    raw = value if value is not None else {"type": "tpe"}
+    if not isinstance(raw, dict):
+        out.fail("sampler", f"expected a mapping, got {show(raw)}", "write e.g. sampler: {type: tpe, seed: 0}")
+    kind = out.choice(raw.get("type", "tpe"), "sampler.type", SAMPLER_TYPES)
+    out.mapping(raw, "sampler", SAMPLER_KEYS[kind])
+    spec: dict[str, Any] = {"type": kind}
+    if "seed" in raw:
+        seed = raw["seed"]
+        # numpy's generators (under every Optuna sampler) take seeds below 2**32.
+        spec["seed"] = None if seed is None else out.number(seed, "sampler.seed", integer=True, minimum=0)
+        if seed is not None and seed >= 2**32:
+            out.fail("sampler.seed", f"{seed} must be < 2**32", "use a smaller seed")
+    if "n_startup_trials" in raw:
+        spec["n_startup_trials"] = out.number(raw["n_startup_trials"], "sampler.n_startup_trials",
+                                              integer=True, minimum=0)
+    for flag in ("multivariate", "group", "constant_liar"):
+        if flag in raw:
+            spec[flag] = out.boolean(raw[flag], f"sampler.{flag}")
+    sampler = SamplerSpec(**spec)
+    if kind == "tpe" and sampler.group and not sampler.multivariate:
+        out.fail("sampler.group", "group: true needs multivariate: true", "set multivariate: true or group: false")
+    return sampler
 
-    def parameters(self, value: Any, space: SearchSpace) -> tuple[Parameter, ...]:
-        if not value:
-            self.fail("parameters", "no parameters to search",
-                      "add at least one, e.g. frame_mask_ratio: {type: float, low: 0.3, high: 0.7}")
-        if not isinstance(value, dict):
-            self.fail("parameters", f"expected a mapping of name -> spec, got {value!r}",
-                      "write e.g. parameters: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}")
-        out: list[Parameter] = []
-        for name, spec in value.items():
-            out.append(self.parameter(name, spec, out, tuple(value), space))
-        return tuple(out)
 
-    def parameter(self, name: Any, spec: Any, earlier: list[Parameter], names: tuple, space: SearchSpace) -> Parameter:
-        where = f"parameters.{name}"
+def _parse_budget(out: _Out, value: Any, sampler: SamplerSpec, parameters: tuple[Parameter, ...],
+                  samples_override: int | None) -> Budget:
+    raw = out.mapping(value, "budget", BUDGET_KEYS)
+    values: dict[str, Any] = {}
+    for key in ("pretrain_epochs", "finetune_epochs"):
+        if key in raw:
+            values[key] = out.number(raw[key], f"budget.{key}", integer=True, minimum=0)
+    if values.get("pretrain_epochs", 1) + values.get("finetune_epochs", 1) == 0:
+        out.fail("budget.finetune_epochs", "pretrain_epochs and finetune_epochs are both 0",
+                 "give at least one phase some epochs")
+    if "label_fraction" in raw:
+        fraction = out.number(raw["label_fraction"], "budget.label_fraction", above=0)
+        if fraction > 1:
+            out.fail("budget.label_fraction", f"{fraction} must be <= 1", "use e.g. 0.05 for 5% of the labels")
+        values["label_fraction"] = fraction
+    if raw.get("time_limit_s") is not None:
+        values["time_limit_s"] = out.number(raw["time_limit_s"], "budget.time_limit_s", above=0)
+    if raw.get("max_concurrent") is not None:
+        values["max_concurrent"] = out.number(raw["max_concurrent"], "budget.max_concurrent", integer=True, minimum=1)
+    where, samples = "budget.num_samples", raw.get("num_samples")
+    if samples_override is not None:
+        where, samples = "--num-samples", samples_override
+    grid = _grid_size(parameters) if sampler.type == "grid" else None
+    if samples is None:
+        if grid is None:
+            out.fail("budget.num_samples", "missing", "set how many trials to run, e.g. num_samples: 16")
+        samples = grid
+    samples = out.number(samples, where, integer=True, minimum=1)
+    if grid is not None and samples < grid:
+        out.fail(where, f"{samples} is smaller than the grid ({grid} combinations)",
+                 f"remove it (it defaults to {grid}) or set it to at least {grid}")
+    return Budget(num_samples=samples, **values)
+
+
+def _parse_resources(out: _Out, value: Any) -> Resources:
+    raw = out.mapping(value, "resources", RESOURCE_KEYS)
+    values: dict[str, Any] = {}
+    if "workers" in raw:
+        values["workers"] = out.number(raw["workers"], "resources.workers", integer=True, minimum=1)
+    if "cpus_per_worker" in raw:
+        values["cpus_per_worker"] = out.number(raw["cpus_per_worker"], "resources.cpus_per_worker", above=0)
+    if "gpus_per_worker" in raw:
+        values["gpus_per_worker"] = out.number(raw["gpus_per_worker"], "resources.gpus_per_worker", minimum=0)
+    return Resources(**values)
+
+
+def _parse_scheduler(out: _Out, value: Any, objectives: tuple[Objective, ...]) -> SchedulerSpec:
+    default = "asha" if len(objectives) == 1 else "fifo"
+    raw = value if value is not None else {"type": default}
+    if not isinstance(raw, dict):
+        out.fail("scheduler", f"expected a mapping, got {show(raw)}", "write e.g. scheduler: {type: asha}")
+    kind = out.choice(raw.get("type", default), "scheduler.type", SCHEDULER_TYPES)
+    out.mapping(raw, "scheduler", SCHEDULER_KEYS[kind])
+    if kind == "fifo":
+        return SchedulerSpec("fifo")
+    if len(objectives) > 1:
+        out.fail("scheduler.type", f"asha stops trials on one metric but there are {len(objectives)} objectives",
+                 "use scheduler: {type: fifo} or keep a single objective")
+    grace = out.number(raw.get("grace_period", 1), "scheduler.grace_period", integer=True, minimum=1)
+    factor = out.number(raw.get("reduction_factor", 4), "scheduler.reduction_factor", above=1)
+    return SchedulerSpec("asha", grace, factor)
+
+
+def _parse_fixed(out: _Out, value: Any) -> dict[str, Any]:
+    raw = out.mapping(value, "fixed", tuple(sorted(TUNABLE_FIELDS)) + tuple(sorted(DATA_FIELDS)))
+    for name, setting in raw.items():
+        where = f"fixed.{name}"
         if name in DATA_FIELDS:
-            self.fail(where, "comes from the dataset manifest and cannot be searched", "remove it")
-        if name not in TUNABLE_FIELDS:
-            self.fail(where, "unknown setting", f"searchable settings: {', '.join(sorted(TUNABLE_FIELDS))}")
-        if name in space.fixed:
-            self.fail(where, "is also in fixed", "either search it or fix it, not both")
-        if not isinstance(spec, dict):
-            self.fail(where, f"expected a mapping, got {spec!r}", "write e.g. {type: float, low: 0.1, high: 0.9}")
-        if "type" not in spec:
-            self.fail(f"{where}.type", "missing", f"add type: one of {', '.join(PARAMETER_TYPES)}")
-        kind = self.choice(spec["type"], f"{where}.type", PARAMETER_TYPES)
-        self.mapping(spec, where, PARAMETER_KEYS[kind])
-        kinds = _field_kinds(name)
-        if "list" in kinds:
-            self.fail(where, "a list setting cannot be searched", "set it in fixed")
-        if kind == "categorical":
-            choices = spec.get("choices")
-            if not isinstance(choices, list) or not choices:
-                self.fail(f"{where}.choices", f"expected a non-empty list, got {choices!r}", "list the values to try")
-            for i, choice in enumerate(choices):
-                if not _fits(kinds, choice):
-                    self.fail(f"{where}.choices[{i}]", f"{choice!r} is not {_kind_text(kinds)}",
-                              f"{name} takes {_kind_text(kinds)}")
-                if any(_same(choice, other) for other in choices[:i]):
-                    self.fail(f"{where}.choices[{i}]", f"{choice!r} is listed twice", "list each value once")
-            parameter = Parameter(name, kind, choices=tuple(choices))
-        else:
-            parameter = self.range(name, kind, spec, kinds)
-        when = self.when(spec.get("when"), where, parameter, earlier, names, space)
-        return dataclasses.replace(parameter, when=when)
+            out.fail(where, "comes from the dataset manifest", "remove it")
+        if name in BUDGET_TRAIN_FIELDS:
+            out.fail(where, "is part of the budget", f"set budget.{name} instead")
+        out.typed(setting, FIELD_TYPES[name], where)
+    return dict(raw)
 
-    def range(self, name: str, kind: str, spec: dict, kinds: set[str]) -> Parameter:
-        where = f"parameters.{name}"
-        integer = kind == "int"
-        if integer and not kinds & {"int", "float"}:
-            self.fail(f"{where}.type", f"{name} takes {_kind_text(kinds)}", "use type: categorical")
-        if not integer and "float" not in kinds:
-            self.fail(f"{where}.type", f"{name} takes {_kind_text(kinds)}",
-                      "use type: int" if "int" in kinds else "use type: categorical")
-        bounds = {}
-        for key in ("low", "high"):
-            if key not in spec:
-                extreme = "smallest" if key == "low" else "largest"
-                self.fail(f"{where}.{key}", "missing", f"add {key}: the {extreme} value to try")
-            bounds[key] = self.number(spec[key], f"{where}.{key}", integer=integer)
-        low, high = bounds["low"], bounds["high"]
-        if low >= high:
-            self.fail(f"{where}.high", f"{high} must be > low {low}",
-                      "swap them, or use fixed for a single value")
-        log = self.boolean(spec.get("log", False), f"{where}.log")
-        if log and low <= 0:
-            self.fail(f"{where}.low", f"{low} must be > 0 with log: true", "use a positive low or drop log")
-        step = spec.get("step")
-        if step is not None:
-            if log:
-                self.fail(f"{where}.step", "step cannot be combined with log: true", "drop one of them")
-            step = self.number(step, f"{where}.step", integer=integer, above=0)
-            # Decimal arithmetic, as Optuna's own check (which would silently lower high instead).
-            d_low, d_step = decimal.Decimal(str(low)), decimal.Decimal(str(step))
-            span = decimal.Decimal(str(high)) - d_low
-            if span % d_step != 0:
-                fitted = float(span // d_step * d_step + d_low)
-                fitted = int(fitted) if integer else fitted
-                self.fail(f"{where}.high", f"{high} is not low {low} plus a multiple of step {step}",
-                          f"set high to {fitted}")
-        if not integer:
-            low, high, step = float(low), float(high), None if step is None else float(step)
-        return Parameter(name, kind, low=low, high=high, step=step, log=log)
 
-    def when(self, value: Any, where: str, parameter: Parameter, earlier: list[Parameter], names: tuple,
-             space: SearchSpace) -> dict[str, tuple]:
-        if value is None:
-            return {}
-        where = f"{where}.when"
-        if not isinstance(value, dict) or not value:
-            self.fail(where, f"expected a mapping of setting -> value(s), got {value!r}",
-                      "write e.g. when: {variant: mvae}")
-        declared = {p.name: p for p in earlier}
-        out: dict[str, tuple] = {}
-        for name, allowed in value.items():
-            at = f"{where}.{name}"
-            allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
-            if not allowed:
-                self.fail(at, "empty list of values", "list the values under which this parameter is sampled")
-            if name == parameter.name:
-                self.fail(at, "a parameter cannot depend on itself", "remove it")
-            if name in declared:
-                condition = declared[name]
-                for v in allowed:
-                    if not condition.contains(v):
-                        self.fail(at, f"{name} can never be {v!r}", f"use one of its values ({_describe(condition)})")
-            elif name in names:
-                self.fail(at, f"{name} is declared after {parameter.name}",
-                          f"move {name} above {parameter.name} in parameters (they are sampled in order)")
-            elif name in TUNABLE_FIELDS:
-                # A constant: the fixed value, the budget or the preset's default.
-                constant = space.base_value(name)
-                if not any(_same(constant, v) for v in allowed):
-                    source = "fixed" if name in space.fixed else (
-                        "budget" if name in BUDGET_TRAIN_FIELDS else
-                        f"preset {space.preset}" if name in MODEL_FIELDS else "the training defaults")
-                    self.fail(at, f"{name} is {constant!r} from {source}, so {parameter.name} is never sampled",
-                              f"remove the parameter or the condition, or search {name}")
-            else:
-                self.fail(at, f"unknown parameter {name!r}",
-                          "condition on a parameter declared above this one, or on a fixed/preset setting")
-            out[name] = allowed
-        return out
+def _parse_parameters(out: _Out, value: Any, sampler: SamplerSpec) -> tuple[Parameter, ...]:
+    if not value:
+        out.fail("parameters", "no parameters to search",
+                 "add at least one, e.g. frame_mask_ratio: {type: float, low: 0.3, high: 0.7}")
+    if not isinstance(value, dict):
+        out.fail("parameters", f"expected a mapping of name -> spec, got {show(value)}",
+                 "write e.g. parameters: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}")
+    parsed: list[Parameter] = []
+    for name, spec in value.items():
+        parameter = _parse_parameter(out, name, spec, tuple(parsed), tuple(value))
+        if sampler.type == "grid":
+            where = f"parameters.{name}"
+            if parameter.type != "categorical":
+                out.fail(f"{where}.type", f"the grid sampler needs choices, got type: {parameter.type}",
+                         "use type: categorical with the values to try, or sampler: {type: tpe}")
+            if parameter.when:
+                out.fail(f"{where}.when", "the grid sampler does not support conditions",
+                         "write one grid file per branch, or use sampler: {type: tpe}")
+        parsed.append(parameter)
+    return tuple(parsed)
 
-    def check_grid(self, parameters: tuple[Parameter, ...], doc: dict) -> None:
-        for p in parameters:
-            if p.type != "categorical":
-                self.fail(f"parameters.{p.name}.type", f"the grid sampler needs choices, got type: {p.type}",
-                          "use type: categorical with the values to try, or sampler: {type: tpe}")
-            if p.when:
-                self.fail(f"parameters.{p.name}.when", "the grid sampler does not support conditions",
-                          "write one grid file per branch, or use sampler: {type: tpe}")
-        if doc.get("points_to_evaluate"):
-            self.fail("points_to_evaluate", "the grid sampler already tries every combination", "remove them")
 
-    def check_epoch_parameters(self, space: SearchSpace) -> None:
-        """An epoch count that is searched stays within the budget (which also sets ASHA's max_t)."""
-        for name in ("pretrain_epochs", "finetune_epochs"):
-            p = space.parameter(name)
-            if p is None:
+def _parse_parameter(out: _Out, name: Any, spec: Any, earlier: tuple[Parameter, ...], names: tuple) -> Parameter:
+    where = _join("parameters", name)
+    if name in DATA_FIELDS:
+        out.fail(where, "comes from the dataset manifest and cannot be searched", "remove it")
+    if name not in TUNABLE_FIELDS:
+        out.fail(where, "unknown setting", f"searchable settings: {', '.join(sorted(TUNABLE_FIELDS))}")
+    if not isinstance(spec, dict):
+        out.fail(where, f"expected a mapping, got {show(spec)}", "write e.g. {type: float, low: 0.1, high: 0.9}")
+    if "type" not in spec:
+        out.fail(f"{where}.type", "missing", f"add type: one of {', '.join(PARAMETER_TYPES)}")
+    kind = out.choice(spec["type"], f"{where}.type", PARAMETER_TYPES)
+    out.mapping(spec, where, PARAMETER_KEYS[kind])
+    hint = FIELD_TYPES[name]
+    if _is_list_setting(hint):
+        out.fail(where, "a list setting cannot be searched", "set it in fixed")
+    if kind == "categorical":
+        distribution = _parse_choices(out, name, spec.get("choices"), hint)
+    else:
+        distribution = _parse_range(out, name, kind, spec, hint)
+    when = _parse_when(out, spec.get("when"), where, name, earlier, names)
+    return Parameter(name, distribution, when)
+
+
+def _parse_choices(out: _Out, name: str, choices: Any, hint: Any) -> CategoricalDistribution:
+    where = f"parameters.{name}.choices"
+    if not isinstance(choices, list) or not choices:
+        out.fail(where, f"expected a non-empty list, got {show(choices)}", "list the values to try")
+    for i, choice in enumerate(choices):
+        out.typed(choice, hint, f"{where}[{i}]")
+        if any(_same(choice, other) for other in choices[:i]):
+            out.fail(f"{where}[{i}]", f"{show(choice)} is listed twice", "list each value once")
+    return CategoricalDistribution(choices)
+
+
+def _parse_range(out: _Out, name: str, kind: str, spec: dict, hint: Any) -> FloatDistribution | IntDistribution:
+    where = f"parameters.{name}"
+    integer = kind == "int"
+    if integer and not _conforms(1, hint):
+        out.fail(f"{where}.type", f"{name} takes {_type_text(hint)}", "use type: categorical")
+    if not integer and not _conforms(0.5, hint):
+        out.fail(f"{where}.type", f"{name} takes {_type_text(hint)}",
+                 "use type: int" if _conforms(1, hint) else "use type: categorical")
+    bounds = {}
+    for key in ("low", "high"):
+        if key not in spec:
+            extreme = "smallest" if key == "low" else "largest"
+            out.fail(f"{where}.{key}", "missing", f"add {key}: the {extreme} value to try")
+        bounds[key] = out.number(spec[key], f"{where}.{key}", integer=integer)
+    low, high = bounds["low"], bounds["high"]
+    if low >= high:
+        out.fail(f"{where}.high", f"{high} must be > low {low}", "swap them, or use fixed for a single value")
+    log = out.boolean(spec.get("log", False), f"{where}.log")
+    if log and low <= 0:
+        out.fail(f"{where}.low", f"{low} must be > 0 with log: true", "use a positive low or drop log")
+    step = spec.get("step")
+    if step is not None:
+        if log:
+            out.fail(f"{where}.step", "step cannot be combined with log: true", "drop one of them")
+        step = out.number(step, f"{where}.step", integer=integer, above=0)
+        _check_step(out, where, low, high, step, integer)
+    if integer:
+        return IntDistribution(low, high, log=log, step=1 if step is None else step)
+    return FloatDistribution(float(low), float(high), log=log, step=None if step is None else float(step))
+
+
+def _check_step(out: _Out, where: str, low: float, high: float, step: float, integer: bool) -> None:
+    """`high - low` is a whole number of steps, in decimal arithmetic as Optuna checks it (Optuna
+    would silently lower `high` instead of saying so)."""
+    with decimal.localcontext() as context:
+        context.prec = 60
+        d_low, d_step = decimal.Decimal(str(low)), decimal.Decimal(str(step))
+        span = decimal.Decimal(str(high)) - d_low
+        steps = span / d_step
+        if steps > MAX_STEPS:
+            out.fail(f"{where}.step", f"{step} splits the range into more than {MAX_STEPS} values",
+                     "drop step for a continuous range or use a larger step")
+        if span % d_step != 0:
+            fitted = span // d_step * d_step + d_low
+            fitted_text = str(int(fitted)) if integer else str(float(fitted))
+            out.fail(f"{where}.high", f"{high} is not low {low} plus a multiple of step {step}",
+                     f"set high to {fitted_text}")
+
+
+def _parse_when(out: _Out, value: Any, where: str, name: str, earlier: tuple[Parameter, ...],
+                names: tuple) -> dict[str, tuple]:
+    """The condition's shape, and what the parameters section itself can tell: names declared
+    above, values those parameters can take. Conditions on constants are checked on the space."""
+    if value is None:
+        return {}
+    where = f"{where}.when"
+    if not isinstance(value, dict) or not value:
+        out.fail(where, f"expected a mapping of setting -> value(s), got {show(value)}",
+                 "write e.g. when: {variant: mvae}")
+    declared = {p.name: p for p in earlier}
+    when: dict[str, tuple] = {}
+    for setting, allowed in value.items():
+        at = _join(where, setting)
+        allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        if not allowed:
+            out.fail(at, "empty list of values", "list the values under which this parameter is sampled")
+        if setting == name:
+            out.fail(at, "a parameter cannot depend on itself", "remove it")
+        if setting in declared:
+            condition = declared[setting]
+            for v in allowed:
+                if not condition.contains(v):
+                    out.fail(at, f"{setting} can never be {show(v)}", f"use one of its values ({condition.describe()})")
+        elif setting in names:
+            out.fail(at, f"{setting} is declared after {name}",
+                     f"move {setting} above {name} in parameters (they are sampled in order)")
+        elif setting not in TUNABLE_FIELDS:
+            out.fail(at, f"unknown parameter {show(setting)}",
+                     "condition on a parameter declared above this one, or on a fixed/preset setting")
+        when[setting] = allowed
+    return when
+
+
+def _parse_points(out: _Out, value: Any) -> tuple[dict[str, Any], ...]:
+    """The shape only; names and values are checked against the parameters on the space."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        out.fail("points_to_evaluate", f"expected a list of mappings, got {show(value)}",
+                 "write e.g. points_to_evaluate: [{lr: 1.0e-3}]")
+    for i, point in enumerate(value):
+        if not isinstance(point, dict):
+            out.fail(f"points_to_evaluate[{i}]", f"expected a mapping of parameter -> value, got {show(point)}",
+                     "write e.g. {variant: mvae, beta: 0.005}")
+    return tuple(dict(point) for point in value)
+
+
+# -- check: rules across sections, on the finished space ----------------------------------------------------
+def _check(out: _Out, space: SearchSpace) -> None:
+    _check_parameters_against_constants(out, space)
+    _check_epochs(out, space)
+    _check_buildable(out, space)
+    _check_points(out, space)
+
+
+def _check_parameters_against_constants(out: _Out, space: SearchSpace) -> None:
+    for p in space.parameters:
+        where = f"parameters.{p.name}"
+        if p.name in space.fixed:
+            out.fail(where, "is also in fixed", "either search it or fix it, not both")
+        for setting, allowed in p.when.items():
+            if space.parameter(setting) is not None:
                 continue
-            top = max(p.choices) if p.type == "categorical" else p.high
-            if top > getattr(space.budget, name):
-                self.fail(f"parameters.{name}", f"goes up to {top}, beyond budget.{name}={getattr(space.budget, name)}",
-                          f"raise budget.{name} (the most epochs any trial runs) or lower the range")
+            # A constant: the fixed value, the budget or the preset's default.
+            constant = space.base_value(setting)
+            if not any(_same(constant, v) for v in allowed):
+                source = ("fixed" if setting in space.fixed else "budget" if setting in BUDGET_TRAIN_FIELDS
+                          else f"preset {space.preset}" if setting in MODEL_FIELDS else "the training defaults")
+                out.fail(f"{where}.when.{setting}",
+                         f"{setting} is {show(constant)} from {source}, so {p.name} is never sampled",
+                         f"remove the parameter or the condition, or search {setting}")
 
-    def points(self, value: Any, space: SearchSpace) -> tuple[dict[str, Any], ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.fail("points_to_evaluate", f"expected a list of mappings, got {value!r}",
-                      "write e.g. points_to_evaluate: [{lr: 1.0e-3}]")
-        names = tuple(p.name for p in space.parameters)
-        out = []
-        for i, point in enumerate(value):
-            where = f"points_to_evaluate[{i}]"
-            if not isinstance(point, dict):
-                self.fail(where, f"expected a mapping of parameter -> value, got {point!r}",
-                          "write e.g. {variant: mvae, beta: 0.005}")
-            for name in point:
-                if name not in names:
-                    fixed = " (it is fixed)" if name in space.fixed else ""
-                    self.fail(f"{where}.{name}", f"not a parameter of this space{fixed}",
-                              f"use only {', '.join(names)}")
-            for p in space.parameters:
-                if p.name not in point:
-                    continue
-                at = f"{where}.{p.name}"
-                if not p.contains(point[p.name]):
-                    self.fail(at, f"{point[p.name]!r} is outside the parameter ({_describe(p)})",
-                              "use a value the search can take")
-                for condition in p.when:
-                    if space.parameter(condition) is not None and condition not in point:
-                        self.fail(at, f"depends on {condition}, which this point does not set",
-                                  f"add {condition} to the point")
-                if not space.is_active(p, point):
-                    self.fail(at, f"{p.name} is not sampled for this point (when: {_when_text(p.when)})",
-                              f"remove {p.name} from the point")
-            self.buildable(trial_flat_config(point, space, space.data), where, "this point", "change the point")
-            out.append(dict(point))
-        return tuple(out)
 
-    def check_buildable(self, space: SearchSpace) -> None:
-        """Every fixed setting, and every parameter at its ends (or every value), gives a valid trial."""
-        base = {k: v for k, v in space.constants(space.data).items() if k not in space.fixed}
-        for name, value in space.fixed.items():
-            self.buildable({**base, name: value}, f"fixed.{name}", repr(value), "change it")
-        self.buildable(space.constants(space.data), "fixed" if space.fixed else "preset",
-                       "this combination", "change fixed or the preset")
+def _check_epochs(out: _Out, space: SearchSpace) -> None:
+    """An epoch count that is searched stays within the budget (which also sets ASHA's max_t)."""
+    for name in ("pretrain_epochs", "finetune_epochs"):
+        p = space.parameter(name)
+        if p is None:
+            continue
+        top = max(p.choices) if p.type == "categorical" else p.high
+        budget = getattr(space.budget, name)
+        if top > budget:
+            out.fail(f"parameters.{name}", f"goes up to {top}, beyond budget.{name}={budget}",
+                     f"raise budget.{name} (the most epochs any trial runs) or lower the range")
+    if space.scheduler.type == "asha":
+        total = space.budget.pretrain_epochs + space.budget.finetune_epochs
+        if space.scheduler.grace_period > total:
+            out.fail("scheduler.grace_period", f"{space.scheduler.grace_period} is beyond the {total} epochs "
+                     "a trial runs", f"use at most {total}")
+
+
+def _trial_error(flat: dict[str, Any]) -> str | None:
+    """Why the recipe or the model refuses this trial config, or None (builds no weights)."""
+    try:
+        trial = TrialConfig.from_flat(flat)
+        models.preset_config(trial.preset, **trial.model_overrides)
+    except (UserInputError, ModelConfigError) as exc:
+        return str(exc)
+    return None
+
+
+def _check_buildable(out: _Out, space: SearchSpace) -> None:
+    """Every fixed setting, and every parameter at its ends (or every value), gives a valid trial."""
+    def buildable(flat: dict[str, Any], where: str, what: str, fix: str) -> None:
+        error = _trial_error(flat)
+        if error is not None:
+            out.fail(where, f"{what} cannot be trained with preset {space.preset} ({error})", fix)
+
+    constants = space.constants(space.data)
+    base = {k: v for k, v in constants.items() if k not in space.fixed}
+    for name, value in space.fixed.items():
+        buildable({**base, name: value}, f"fixed.{name}", show(value), "change it")
+    buildable(constants, "fixed" if space.fixed else "preset", "this combination", "change fixed or the preset")
+    for p in space.parameters:
+        at = f"parameters.{p.name}"
+        values = p.values(FEASIBILITY_CHECK_LIMIT)
+        if p.type == "categorical":
+            candidates = [(f"{at}.choices[{i}]", show(v), v) for i, v in enumerate(values)]
+        else:
+            ends = [(f"{at}.low", show(p.low), p.low), (f"{at}.high", show(p.high), p.high)]
+            candidates = ends + [(at, f"{show(v)} (inside the range)", v) for v in (values or ())[1:-1]]
+        context = _witness(space, p)
+        for where, what, v in candidates:
+            fix = ("remove that choice" if p.type == "categorical" else
+                   "narrow the range" if where != at else "use a step or categorical choices that skip it")
+            buildable(trial_flat_config({**context, p.name: v}, space, space.data), where, what, fix)
+
+
+def _check_points(out: _Out, space: SearchSpace) -> None:
+    if not space.points_to_evaluate:
+        return
+    if space.sampler.type == "grid":
+        out.fail("points_to_evaluate", "the grid sampler already tries every combination", "remove them")
+    if len(space.points_to_evaluate) > space.budget.num_samples:
+        out.fail("points_to_evaluate", f"{len(space.points_to_evaluate)} points but budget.num_samples is "
+                 f"{space.budget.num_samples}", "raise num_samples or drop points")
+    names = tuple(p.name for p in space.parameters)
+    for i, point in enumerate(space.points_to_evaluate):
+        where = f"points_to_evaluate[{i}]"
+        for name in point:
+            if name not in names:
+                fixed = " (it is fixed)" if name in space.fixed else ""
+                out.fail(_join(where, name), f"not a parameter of this space{fixed}", f"use only {', '.join(names)}")
         for p in space.parameters:
-            at = f"parameters.{p.name}"
-            values = p.values(FEASIBILITY_CHECK_LIMIT)
-            if p.type == "categorical":
-                candidates = [(f"{at}.choices[{i}]", repr(v), v) for i, v in enumerate(values)]
-            else:
-                ends = [(f"{at}.low", repr(p.low), p.low), (f"{at}.high", repr(p.high), p.high)]
-                inside = [(at, f"{v!r} (inside the range)", v) for v in (values or ())[1:-1]]
-                candidates = ends + inside
-            context = _witness(space, p)
-            for where, what, v in candidates:
-                fix = ("remove that choice" if p.type == "categorical" else "narrow the range"
-                       if where != at else "use a step or categorical choices that skip it")
-                self.buildable(trial_flat_config({**context, p.name: v}, space, space.data), where, what, fix)
-
-    def buildable(self, flat: dict[str, Any], where: str, what: str, fix: str) -> None:
-        try:
-            trial = TrialConfig.from_flat(flat)
-            models.preset_config(trial.preset, **trial.model_overrides)
-        except (UserInputError, ModelConfigError) as exc:
-            preset = flat["preset"]
-            self.fail(where, f"{what} cannot be trained with preset {preset} ({exc})", fix)
+            if p.name not in point:
+                continue
+            at = f"{where}.{p.name}"
+            if not p.contains(point[p.name]):
+                out.fail(at, f"{show(point[p.name])} is outside the parameter ({p.describe()})",
+                         "use a value the search can take")
+            for condition in p.when:
+                if space.parameter(condition) is not None and condition not in point:
+                    out.fail(at, f"depends on {condition}, which this point does not set", f"add {condition} to the point")
+            if not space.is_active(p, point):
+                out.fail(at, f"{p.name} is not sampled for this point (when: {_when_text(p.when)})",
+                         f"remove {p.name} from the point")
+        error = _trial_error(trial_flat_config(point, space, space.data))
+        if error is not None:
+            out.fail(where, f"this point cannot be trained with preset {space.preset} ({error})", "change the point")
 
 
 def _witness(space: SearchSpace, parameter: Parameter) -> dict[str, Any]:
@@ -771,19 +972,12 @@ def _witness(space: SearchSpace, parameter: Parameter) -> dict[str, Any]:
     return values
 
 
-def _describe(p: Parameter) -> str:
-    if p.type == "categorical":
-        return "choices " + ", ".join(map(repr, p.choices))
-    text = f"{p.type} in [{p.low}, {p.high}]"
-    return text + (f" step {p.step}" if p.step else "") + (" log" if p.log else "")
-
-
 def _when_text(when: dict[str, tuple]) -> str:
-    return ", ".join(f"{k}: {v[0] if len(v) == 1 else list(v)}" for k, v in when.items())
+    return ", ".join(f"{k}: {show(v[0]) if len(v) == 1 else show(list(v))}" for k, v in when.items())
 
 
 __all__ = [
-    "OBJECTIVE_METRICS", "Objective", "SyntheticData", "Budget", "Resources", "SchedulerSpec", "SamplerSpec",
-    "Parameter", "SearchSpace", "load_search_space", "define_by_run", "trial_flat_config", "grid_size",
-    "build_sampler",
+    "OBJECTIVE_METRICS", "FIELD_TYPES", "Objective", "SyntheticData", "Budget", "Resources", "SchedulerSpec",
+    "SamplerSpec", "Parameter", "SearchSpace", "load_search_space", "define_by_run", "trial_flat_config",
+    "grid_size", "build_sampler",
 ]
