@@ -9,35 +9,33 @@ head on the pre-trained encoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .config import ModelConfig, decoder_blocks
-from .latent import GaussianLatent, VectorQuantizer
+from .collectives import LOCAL, Collectives
+from .latent import LatentOutput, build_latent
 from .masking import MaskPlan, gather_kept, random_masking
 from .sttformer import STTFormerBlock, STTFormerClassifier, STTFormerEncoder, fold_tuples, init_weights, unfold_tuples
 
 
 @dataclass
 class PretrainOutput:
-    loss: torch.Tensor                   # what the optimiser minimises (eq. 3 or eq. 6)
+    loss: torch.Tensor                   # what the optimiser minimises: recon_loss + the latent's loss (eq. 3 / eq. 6)
     recon_loss: torch.Tensor             # MSE over masked joints of present persons
     full_recon_error: torch.Tensor       # MSE over every joint of present persons (reported only)
     reconstruction: torch.Tensor         # (N, C, T, V, M)
     masked: torch.Tensor                 # (N, T, V) bool: positions the encoder did not see
-    kl_loss: torch.Tensor | None = None             # MVAE
-    codebook_loss: torch.Tensor | None = None       # MVQVAE
-    commitment_loss: torch.Tensor | None = None     # MVQVAE, before its weight
-    perplexity: torch.Tensor | None = None          # MVQVAE
-    codebook_usage: torch.Tensor | None = None      # MVQVAE
+    latent_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the latent's named scalars
 
     def metrics(self) -> dict[str, float]:
-        """Scalar losses and codebook statistics as floats, for logging."""
-        names = ("loss", "recon_loss", "full_recon_error", "kl_loss", "codebook_loss",
-                 "commitment_loss", "perplexity", "codebook_usage")
-        return {name: float(getattr(self, name).detach()) for name in names if getattr(self, name) is not None}
+        """Scalar losses and codebook statistics as floats, for logging. The whole objective is
+        "pretrain_loss" (reported as train_pretrain_loss / val_pretrain_loss), never a bare "loss"."""
+        scalars = {"pretrain_loss": self.loss, "recon_loss": self.recon_loss,
+                   "full_recon_error": self.full_recon_error, **self.latent_terms}
+        return {name: float(value.detach()) for name, value in scalars.items()}
 
 
 class Decoder(nn.Module):
@@ -70,28 +68,26 @@ class Decoder(nn.Module):
 
 
 class SkeletonMAE(nn.Module):
-    """The masked autoencoder family. `config.variant` picks MAE, MVAE or MVQVAE."""
+    """The masked autoencoder family. `config.variant` picks the latent space once (MAE, MVAE or
+    MVQVAE, `latent.LATENTS`); everything after that is the same for every variant.
 
-    def __init__(self, config: ModelConfig):
+    `collectives` (sum and broadcast across data-parallel workers, see `models.collectives`) is
+    handed to the latent; the default is one process."""
+
+    def __init__(self, config: ModelConfig, collectives: Collectives | None = None):
         super().__init__()
         if not config.is_pretrain_model:
             raise ValueError(f"variant {config.variant!r} is a classifier, not a pre-training model")
+        collectives = LOCAL if collectives is None else collectives
+        if not isinstance(collectives, Collectives):
+            raise TypeError(f"collectives must have sum(tensor) and broadcast(tensor); got {type(collectives).__name__}")
         self.config = config
         self.encoder = STTFormerEncoder(config)
-        width, dim = config.decoder_width, config.encoder_dim
-        self.latent: nn.Module | None = None
-        if config.variant == "mvae":
-            self.latent = GaussianLatent(dim, config.kept_grid, config.latent_dim, config.num_channels)
-            # Decoder input map lifts the C-channel latent reconstruction to decoder width.
-            self.to_decoder = nn.Sequential(nn.Conv2d(config.num_channels, width, 1),
-                                            nn.BatchNorm2d(width), nn.LeakyReLU(0.1))
-        else:
-            if config.variant == "mvqvae":
-                self.latent = VectorQuantizer(dim, config.codebook_size, config.restart_dead_codes)
-            self.to_decoder = nn.Conv2d(dim, width, 1)
+        self.latent = build_latent(config, collectives)
         self.decoder = Decoder(config)
         init_weights(self)
         nn.init.normal_(self.decoder.mask_token, std=0.02)
+        self.register_load_state_dict_pre_hook(_rename_pre_latent_keys)
 
     # -- the four steps of the paper's pre-training -------------------------------------------------
     def random_masking(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MaskPlan:
@@ -105,23 +101,15 @@ class SkeletonMAE(nn.Module):
         token_index = plan.token_index.repeat_interleave(x.shape[4], dim=0)  # (N*M, Uk)
         return self.encoder(kept, token_index)
 
-    def forward_latent(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Encoder features -> decoder-width kept tokens, plus the latent's loss terms."""
-        if self.config.variant == "mvae":
-            out = self.latent(h)
-            return self.to_decoder(out.decoded), {"kl_loss": out.kl}
-        if self.config.variant == "mvqvae":
-            out = self.latent(h)
-            terms = {"codebook_loss": out.codebook_loss, "commitment_loss": out.commitment_loss,
-                     "perplexity": out.perplexity, "codebook_usage": out.usage}
-            return self.to_decoder(out.quantized), terms
-        return self.to_decoder(h), {}
+    def forward_latent(self, h: torch.Tensor) -> LatentOutput:
+        """Encoder features (N*M, D, T'k, Uk) -> decoder-width kept tokens, loss and terms."""
+        return self.latent(h)
 
     def forward_decoder(self, kept: torch.Tensor, plan: MaskPlan) -> torch.Tensor:
         return self.decoder(kept, plan, self.config.num_persons, self.config.tuple_len)
 
     def forward_loss(self, x: torch.Tensor, reconstruction: torch.Tensor, plan: MaskPlan,
-                     terms: dict[str, torch.Tensor]) -> PretrainOutput:
+                     latent: LatentOutput) -> PretrainOutput:
         c = self.config
         masked = ~plan.kept()  # (N, T, V)
         present = x.flatten(1, 3).abs().amax(dim=1) > 0  # (N, M): absent persons are all zeros
@@ -131,27 +119,30 @@ class SkeletonMAE(nn.Module):
         denominator = c.num_channels
         recon = (squared * weight).sum() / (weight.sum() * denominator).clamp_min(1.0)
         full = (squared.detach() * weight_full).sum() / (weight_full.sum() * denominator).clamp_min(1.0)
-        if c.variant == "mvae":
-            loss = recon + c.beta * terms["kl_loss"]  # eq. 3
-        elif c.variant == "mvqvae":
-            loss = recon + terms["codebook_loss"] + c.commitment_weight * terms["commitment_loss"]  # eq. 6
-        else:
-            loss = recon
-        return PretrainOutput(loss=loss, recon_loss=recon, full_recon_error=full,
-                              reconstruction=reconstruction, masked=masked, **terms)
+        # Eq. 3 (MVAE: + beta * KL), eq. 6 (MVQVAE: + codebook + 0.25 * commitment), MAE: + 0.
+        return PretrainOutput(loss=recon + latent.loss, recon_loss=recon, full_recon_error=full,
+                              reconstruction=reconstruction, masked=masked, latent_terms=latent.terms)
 
     def forward(self, x: torch.Tensor, plan: MaskPlan | None = None,
                 generator: torch.Generator | None = None) -> PretrainOutput:
         """x (N, C, T, V, M) -> PretrainOutput. Pass `plan` to fix the mask (tests, evaluation)."""
         plan = plan if plan is not None else self.random_masking(x, generator)
-        kept, terms = self.forward_latent(self.forward_encoder(x, plan))
-        return self.forward_loss(x, self.forward_decoder(kept, plan), plan, terms)
+        latent = self.forward_latent(self.forward_encoder(x, plan))
+        return self.forward_loss(x, self.forward_decoder(latent.decoded, plan), plan, latent)
 
     def to_classifier(self, num_classes: int | None = None, dropout: float | None = None) -> STTFormerClassifier:
         """The pre-trained encoder with a fresh Linear head; the decoder and latent are dropped."""
         overrides = {k: v for k, v in (("num_classes", num_classes), ("dropout", dropout)) if v is not None}
         config = self.config.replace(variant="sttformer", **overrides)
         return STTFormerClassifier(config, encoder=self.encoder)
+
+
+def _rename_pre_latent_keys(module, state_dict, prefix, *_) -> None:
+    """Pre-training checkpoints written before every latent owned its projection to decoder width
+    kept it at `to_decoder.*`; it is `latent.to_decoder.*` now (same parameters, same order)."""
+    old = prefix + "to_decoder."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "latent." + key[len(prefix):]] = state_dict.pop(key)
 
 
 def reconstruction_error_per_joint(output: PretrainOutput, x: torch.Tensor) -> torch.Tensor:

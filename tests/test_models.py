@@ -29,6 +29,8 @@ def seeded():
 # -- presets ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", models.list_presets())
 def test_every_preset_builds_and_runs(name):
+    config = models.preset_config(name)
+    assert config.parameter_count() == models.count_parameters(models.build_from_config(config))
     if name.endswith("ntu60"):
         model = models.build(name)
         info = models.model_info(model)  # counts FLOPs with a real forward at paper scale
@@ -146,7 +148,9 @@ def test_kl_term_matches_paper_eq3_by_hand():
 def test_mvae_loss_is_reconstruction_plus_beta_kl():
     model = models.build("mvae-tiny", beta=0.3)
     out = model(batch(model.config))
-    assert out.loss.item() == pytest.approx(out.recon_loss.item() + 0.3 * out.kl_loss.item(), rel=1e-6)
+    kl = out.latent_terms["kl_loss"]
+    assert out.loss.item() == pytest.approx(out.recon_loss.item() + 0.3 * kl.item(), rel=1e-6)
+    assert out.metrics()["pretrain_loss"] == pytest.approx(out.loss.item())
 
 
 def test_vq_picks_nearest_code_and_losses_match_hand_computation():
@@ -154,30 +158,32 @@ def test_vq_picks_nearest_code_and_losses_match_hand_computation():
     with torch.no_grad():
         vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [-2.0, 0.0]]))
     z = torch.tensor([[0.9, 0.8], [-1.5, 0.2], [0.1, -0.1], [1.2, 1.4]]).t().reshape(1, 2, 1, 4)
-    out = vq(z)
-    assert out.indices.flatten().tolist() == [1, 2, 0, 1]
-    chosen = vq.codebook.detach()[out.indices.flatten()]
+    q = vq.quantize(z)
+    assert q.indices.flatten().tolist() == [1, 2, 0, 1]
+    chosen = vq.codebook.detach()[q.indices.flatten()]
     tokens = z.reshape(2, 4).t()
     expected = ((tokens - chosen) ** 2).mean().item()
-    assert out.codebook_loss.item() == pytest.approx(expected)
-    assert out.commitment_loss.item() == pytest.approx(expected)
-    assert out.usage.item() == pytest.approx(1.0)
-    assert out.perplexity.item() == pytest.approx(math.exp(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))))
+    assert q.codebook_loss.item() == pytest.approx(expected)
+    assert q.commitment_loss.item() == pytest.approx(expected)
+    terms = vq(z).terms
+    assert terms["codebook_loss"].item() == pytest.approx(expected)
+    assert terms["codebook_usage"].item() == pytest.approx(1.0)
+    assert terms["perplexity"].item() == pytest.approx(math.exp(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))))
 
 
 def test_vq_straight_through_gradient_and_stop_gradients():
     vq = VectorQuantizer(dim=4, codebook_size=5)
     z = torch.randn(2, 4, 3, 6, requires_grad=True)
     upstream = torch.randn(2, 4, 3, 6)
-    out = vq(z)
-    (out.quantized * upstream).sum().backward()
+    out = vq(z)  # no decoder width: decoded is the quantized tokens themselves
+    (out.decoded * upstream).sum().backward()
     assert torch.allclose(z.grad, upstream), "straight-through: d quantized / d z is the identity"
     assert vq.codebook.grad is None or vq.codebook.grad.abs().sum() == 0
     z.grad = None
-    vq(z).commitment_loss.backward()  # beta ||z - sg[e]||^2 moves the encoder, never the codebook
+    vq(z).terms["commitment_loss"].backward()  # beta ||z - sg[e]||^2 moves the encoder, never the codebook
     assert z.grad.abs().sum() > 0 and (vq.codebook.grad is None or vq.codebook.grad.abs().sum() == 0)
     z.grad = None
-    vq(z).codebook_loss.backward()  # ||sg[z] - e||^2 moves the codebook, never the encoder
+    vq(z).terms["codebook_loss"].backward()  # ||sg[z] - e||^2 moves the codebook, never the encoder
     assert z.grad is None or z.grad.abs().sum() == 0
     assert vq.codebook.grad.abs().sum() > 0
 
@@ -185,7 +191,8 @@ def test_vq_straight_through_gradient_and_stop_gradients():
 def test_mvqvae_loss_is_eq6():
     model = models.build("mvqvae-tiny", commitment_weight=0.4)
     out = model(batch(model.config))
-    expected = out.recon_loss + out.codebook_loss + 0.4 * out.commitment_loss
+    terms = out.latent_terms
+    expected = out.recon_loss + terms["codebook_loss"] + 0.4 * terms["commitment_loss"]
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -204,7 +211,8 @@ def test_reconstruction_loss_counts_masked_joints_only():
     masked = ~plan.kept()
     # A reconstruction right on every masked joint and wrong on every kept one has zero loss.
     recon = torch.where(masked[:, None, :, :, None], x, x + 5.0)
-    out = model.forward_loss(x, recon, plan, {})
+    no_latent = models.LatentOutput(decoded=torch.empty(0), loss=torch.zeros(()), terms={})
+    out = model.forward_loss(x, recon, plan, no_latent)
     assert out.recon_loss.item() == 0.0
     assert out.full_recon_error.item() > 0
 
