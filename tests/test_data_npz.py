@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from raysearch.data.format import open_dataset
+from raysearch.data.normalise import Normalisation, NormalisationRequest
 from raysearch.data.npz import prepare_npz
 from raysearch.errors import UserInputError
 
@@ -33,13 +34,15 @@ def test_ctrgcn_layout(tmp_path):
     assert ds.layout.name == "ntu-25" and ds.num_classes == 60 and ds.max_persons == 2
     assert ds.class_names[1] == "eat meal/snack" and ds.manifest.max_frames == 40
     assert len(ds.split("train")) + len(ds.split("val")) == 24 and len(ds.split("test")) == 6
-    assert np.bincount(ds.split("val").labels).tolist() == [1, 1, 1, 1]  # round(0.2 * 6) each
+    # 6 training clips per class: max(2, round(0.2 * 6)) = 2 each go to val.
+    assert np.bincount(ds.split("val").labels).tolist() == [2, 2, 2, 2]
+    assert ds.manifest.normalisation == Normalisation(center_joint=1)  # NTU: spine_mid
     test = ds.split("test")
     for i in range(6):
         assert test.sample_ids[i] == f"test-{i:06d}" and test.labels[i] == labels[i]
         assert test.num_frames[i] == lengths[i]
         expected = x[i, : lengths[i]].reshape(lengths[i], 2, 25, 3).transpose(3, 0, 2, 1)
-        np.testing.assert_array_equal(test.joints(i), expected)
+        np.testing.assert_array_equal(test.joints(i), Normalisation(1).apply(expected))
         assert test.num_persons[i] == (2 if i % 3 == 0 else 1)
 
 
@@ -50,7 +53,8 @@ def test_generic_layout_with_split_length_and_names(tmp_path):
     length[0] = 9
     names = np.array(["a", "b", "c", "d", "e"])
     np.savez_compressed(tmp_path / "g.npz", x=x, y=y, split=split, length=length, class_names=names)
-    ds = open_dataset(prepare_npz(tmp_path / "g.npz", tmp_path / "out"))
+    ds = open_dataset(prepare_npz(tmp_path / "g.npz", tmp_path / "out",
+                                  normalise=NormalisationRequest(center_joint="none")))
     assert ds.layout.name == "generic-17" and ds.layout.bones == () and ds.layout.joint_names[3] == "j3"
     assert (ds.num_channels, ds.num_joints, ds.max_persons) == (2, 17, 3)
     assert ds.class_names == tuple(names)
@@ -67,7 +71,8 @@ def test_generic_layout_without_split_carves_test_and_val(tmp_path):
     ds = open_dataset(prepare_npz(tmp_path / "g.npz", tmp_path / "out", val_fraction=0.1,
                                   test_fraction=0.2))
     counts = {s: np.bincount(ds.split(s).labels, minlength=5).tolist() for s in ds.split_names}
-    assert counts == {"train": [7] * 5, "val": [1] * 5, "test": [2] * 5}
+    # 8 clips per class left after test: max(2, round(0.1 * 8)) = 2 go to val.
+    assert counts == {"train": [6] * 5, "val": [2] * 5, "test": [2] * 5}
     views = [ds.split(s) for s in ds.split_names]
     where = [(v, v.sample_ids.index("000003")) for v in views if "000003" in v.sample_ids][0]
     assert where[0].num_frames[where[1]] == 10

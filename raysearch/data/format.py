@@ -14,8 +14,13 @@ because NTU-120 at 300 frames can pass 2**31 floats in one split.
 Reading never copies joints: `SplitView.joints(i)` is a numpy view into the memory map.
 
 Writing order makes a crash harmless: Arrow files are written under temporary names, the old
-manifest (if any) is removed, files are renamed into place, and the new manifest is written last
-through a temporary file and a rename. A directory with no manifest is never read as a dataset.
+manifest (if any) is renamed aside, files are renamed into place, and the new manifest is written
+last through a temporary file and a rename. A directory with no manifest is never read as a
+dataset, and `--overwrite` replaces only a directory that holds a raysearch manifest (or the
+renamed-aside one of an interrupted replace); it removes only the files that manifest lists.
+
+Caps (`LIMITS`): what a manifest or an input file may ask for, so that a tiny file cannot make
+the reader allocate gigabytes. Every importer checks the same caps.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,7 +36,10 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from raysearch.data.jsonfile import read_json_file
 from raysearch.data.layouts import SkeletonLayout
+from raysearch.data.normalise import Normalisation
+from raysearch.data.splits import VAL_WARN_CLIPS
 from raysearch.errors import UserInputError
 
 FORMAT_VERSION = 1
@@ -39,6 +48,28 @@ SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 METADATA_COLUMNS: tuple[str, ...] = ("subject", "camera", "setup", "replication")
 
 _TMP_PREFIX = ".raysearch-tmp-"
+# The old manifest while a replace is in progress: still marks the directory as ours.
+_ASIDE_MANIFEST = _TMP_PREFIX + "replaced-" + MANIFEST_FILE
+
+
+@dataclass(frozen=True)
+class DataLimits:
+    """The most a dataset (manifest or input file) may ask for; beyond is refused, naming it."""
+
+    classes: int = 10_000
+    channels: int = 16
+    joints: int = 1_024
+    persons: int = 16
+    frames: int = 100_000
+
+    def check(self, what: str, value: int, where: str) -> None:
+        cap = getattr(self, what)
+        if value > cap:
+            raise UserInputError(f"{where}: {value} {what} is more than raysearch accepts "
+                                 f"(at most {cap} {what}); check the file")
+
+
+LIMITS = DataLimits()
 # Samples per Arrow record batch: bounds the writer's memory (NTU-120 does not fit in RAM).
 _BATCH_SAMPLES = 512
 _SPLIT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -79,6 +110,9 @@ class Manifest:
     class_names: tuple[str, ...]
     splits: dict[str, SplitInfo]
     source: dict[str, Any] = field(default_factory=dict)
+    # None: written before normalisation was recorded (NTU and synthetic data were centred on
+    # the layout's centre joint, .npz imports were not normalised).
+    normalisation: Normalisation | None = None
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +128,8 @@ class Manifest:
             "class_names": list(self.class_names),
             "splits": {k: {"count": s.count, "file": s.file} for k, s in self.splits.items()},
             "source": self.source,
+            **({"normalisation": self.normalisation.to_json(self.layout)}
+               if self.normalisation is not None else {}),
         }
 
     @classmethod
@@ -114,9 +150,11 @@ class Manifest:
         def _missing(name: str) -> Any:
             raise UserInputError(f"{where}: field '{name}' is missing; {fix}")
 
-        def pos_int(value: Any, name: str, minimum: int = 1) -> int:
+        def pos_int(value: Any, name: str, minimum: int = 1, cap: str | None = None) -> int:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise bad(name, f"an integer >= {minimum}", value)
+            if cap is not None:
+                LIMITS.check(cap, value, f"{where}: field '{name}'")
             return value
 
         if not isinstance(obj, dict):
@@ -129,7 +167,7 @@ class Manifest:
                 f"`raysearch prepare`"
             )
         lay = get(obj, "layout")
-        num_joints = pos_int(get(lay, "num_joints", "layout."), "layout.num_joints")
+        num_joints = pos_int(get(lay, "num_joints", "layout."), "layout.num_joints", cap="joints")
         names = get(lay, "joint_names", "layout.")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise bad("layout.joint_names", "a list of strings", names)
@@ -157,6 +195,7 @@ class Manifest:
         if (not isinstance(class_names, list) or not class_names
                 or not all(isinstance(n, str) for n in class_names)):
             raise bad("class_names", "a non-empty list of strings", class_names)
+        LIMITS.check("classes", len(class_names), f"{where}: field 'class_names'")
         splits_obj = get(obj, "splits")
         if not isinstance(splits_obj, dict) or not splits_obj:
             raise bad("splits", "a non-empty object of split name -> {count, file}", splits_obj)
@@ -170,15 +209,19 @@ class Manifest:
         source = obj.get("source", {})
         if not isinstance(source, dict):
             raise bad("source", "an object", source)
+        normalisation = None
+        if obj.get("normalisation") is not None:
+            normalisation = Normalisation.from_json(obj["normalisation"], num_joints, where)
         return cls(
             format_version=version,
             layout=layout,
-            num_channels=pos_int(get(obj, "num_channels"), "num_channels"),
-            max_persons=pos_int(get(obj, "max_persons"), "max_persons"),
-            max_frames=pos_int(get(obj, "max_frames"), "max_frames"),
+            num_channels=pos_int(get(obj, "num_channels"), "num_channels", cap="channels"),
+            max_persons=pos_int(get(obj, "max_persons"), "max_persons", cap="persons"),
+            max_frames=pos_int(get(obj, "max_frames"), "max_frames", cap="frames"),
             class_names=tuple(class_names),
             splits=splits,
             source=source,
+            normalisation=normalisation,
         )
 
 
@@ -296,15 +339,18 @@ class _SplitSink:
             self.path.unlink(missing_ok=True)
 
 
-def _is_dataset_dir(path: Path) -> bool:
-    """A manifest that looks like ours, or only Arrow/temp files left by an interrupted write."""
-    manifest = path / MANIFEST_FILE
-    if manifest.is_file():
+def _our_manifest(path: Path) -> Manifest | None:
+    """The raysearch manifest in directory `path` (or the one set aside by an interrupted
+    replace), or None when there is none that parses."""
+    for name in (MANIFEST_FILE, _ASIDE_MANIFEST):
+        file = path / name
+        if not file.is_file() or file.is_symlink():
+            continue
         try:
-            return "format_version" in json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            return False
-    return all(p.name.endswith(".arrow") or p.name.startswith(_TMP_PREFIX) for p in path.iterdir())
+            return Manifest.from_json(read_json_file(file, ""), f"file {file}")
+        except UserInputError:
+            continue
+    return None
 
 
 class DatasetWriter:
@@ -327,6 +373,8 @@ class DatasetWriter:
         num_channels: int = 3,
         split_names: Sequence[str] = SPLIT_NAMES,
         overwrite: bool = False,
+        normalisation: Normalisation | None = None,
+        required_splits: Sequence[str] = (),
     ):
         self.out_dir = Path(out_dir)
         self.layout = layout
@@ -334,8 +382,18 @@ class DatasetWriter:
         self.max_persons = max_persons
         self.max_frames = max_frames
         self.num_channels = num_channels
+        self.normalisation = normalisation
+        self.required_splits = tuple(required_splits)
         if not self.class_names:
             raise UserInputError(f"dataset {self.out_dir}: class_names is empty; give >= 1 class")
+        where = f"dataset {self.out_dir}"
+        LIMITS.check("classes", len(self.class_names), where)
+        LIMITS.check("channels", num_channels, where)
+        LIMITS.check("joints", layout.num_joints, where)
+        LIMITS.check("persons", max_persons, where)
+        LIMITS.check("frames", max_frames, where)
+        if normalisation is not None:
+            normalisation.check(layout.num_joints, where)
         for name in split_names:
             if not _SPLIT_NAME_RE.match(name):
                 raise UserInputError(
@@ -345,20 +403,31 @@ class DatasetWriter:
         out = self.out_dir
         if out.exists() and not out.is_dir():
             raise UserInputError(f"output {out} is a file, not a directory; choose another --out")
-        if out.is_dir() and any(out.iterdir()):
-            if not _is_dataset_dir(out):
+        self._replaced: Manifest | None = None
+        leftovers = list(out.iterdir()) if out.is_dir() else []
+        # Only our own temporary files (an import killed mid-write) hold nothing of the user's.
+        if any(not p.name.startswith(_TMP_PREFIX) for p in leftovers):
+            self._replaced = _our_manifest(out)
+            if self._replaced is None:
                 raise UserInputError(
-                    f"output directory {out} is not empty and is not a raysearch dataset; "
-                    f"choose an empty or new directory"
+                    f"output directory {out} is not empty and is not a raysearch dataset (no "
+                    f"manifest.json), so it is never replaced, not even with --overwrite; choose "
+                    f"an empty or new directory"
                 )
             if not overwrite:
                 raise UserInputError(
                     f"output directory {out} already holds a raysearch dataset; pass "
                     f"--overwrite (overwrite=True) to replace it or choose another directory"
                 )
-            for stale in out.glob(_TMP_PREFIX + "*"):
+        for stale in leftovers:
+            if stale.name.startswith(_TMP_PREFIX) and stale.name != _ASIDE_MANIFEST \
+                    and stale.is_file() and not stale.is_symlink():
                 stale.unlink()
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserInputError(f"output {out}: cannot be created ({e.strerror or e}); choose "
+                                 f"another --out") from None
         self._sinks = {name: _SplitSink(out / f"{_TMP_PREFIX}{name}.arrow")
                        for name in split_names}
         self._done = False
@@ -432,8 +501,39 @@ class DatasetWriter:
                 num_persons=None if data.num_persons is None else int(data.num_persons[i]),
             )
 
+    def counts(self) -> dict[str, int]:
+        return {name: sink.count for name, sink in self._sinks.items()}
+
     def finish(self, source: dict[str, Any]) -> Path:
-        """Close the split files, move them into place and write the manifest last."""
+        """Close the split files, move them into place and write the manifest last.
+
+        Refuses (UserInputError, nothing written) a dataset with no samples or with an empty
+        split among `required_splits`. When "val" is required, a validation split under
+        VAL_WARN_CLIPS clips is written with a warning on stderr and in source.warnings.
+        """
+        counts = self.counts()
+        where = f"dataset {self.out_dir}"
+        if not sum(counts.values()):
+            raise UserInputError(f"{where}: the input holds no usable samples; nothing written")
+        empty = [name for name in self.required_splits if counts.get(name, 0) == 0]
+        if empty:
+            shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+            raise UserInputError(
+                f"{where}: split {' and '.join(empty)} would be empty ({shown} samples); a "
+                f"dataset needs train and val samples (give more clips per class, or a split "
+                f"array with train entries); nothing written"
+            )
+        warnings = []
+        if "val" in self.required_splits and counts["val"] < VAL_WARN_CLIPS:
+            warnings.append(
+                f"validation split has only {counts['val']} clips: one clip is "
+                f"{100 / counts['val']:.1f} points of accuracy, too coarse to tell trials a few "
+                f"points apart; raise --val-per-class if the training set allows"
+            )
+        for w in warnings:
+            print(f"raysearch: warning: {w}", file=sys.stderr)
+        if warnings:
+            source = {**source, "warnings": [*source.get("warnings", []), *warnings]}
         for sink in self._sinks.values():
             sink.close()
         manifest = Manifest(
@@ -445,12 +545,15 @@ class DatasetWriter:
             class_names=self.class_names,
             splits={name: SplitInfo(s.count, f"{name}.arrow") for name, s in self._sinks.items()},
             source=source,
+            normalisation=self.normalisation,
         )
         text = json.dumps(manifest.to_json(), indent=2) + "\n"
         out = self.out_dir
-        # From here until the rename below the directory has no manifest, so a crash leaves
-        # something open_dataset refuses rather than a manifest over half-replaced files.
-        (out / MANIFEST_FILE).unlink(missing_ok=True)
+        # From here until the rename below the directory has no manifest.json, so a crash leaves
+        # something open_dataset refuses rather than a manifest over half-replaced files; the
+        # old manifest set aside still marks the directory as ours for the next --overwrite.
+        if (out / MANIFEST_FILE).is_file():
+            os.replace(out / MANIFEST_FILE, out / _ASIDE_MANIFEST)
         for name, sink in self._sinks.items():
             os.replace(sink.path, out / f"{name}.arrow")
         tmp = out / f"{_TMP_PREFIX}{MANIFEST_FILE}"
@@ -460,9 +563,10 @@ class DatasetWriter:
             os.fsync(f.fileno())
         os.replace(tmp, out / MANIFEST_FILE)
         keep = {f"{name}.arrow" for name in self._sinks}
-        for old in out.glob("*.arrow"):
-            if old.name not in keep:
-                old.unlink()
+        old_files = {s.file for s in self._replaced.splits.values()} if self._replaced else set()
+        for name in sorted(old_files - keep):
+            (out / name).unlink(missing_ok=True)
+        (out / _ASIDE_MANIFEST).unlink(missing_ok=True)
         _fsync_dir(out)
         self._done = True
         return out
@@ -496,6 +600,8 @@ def write_dataset(
     max_frames: int | None = None,
     num_channels: int | None = None,
     overwrite: bool = False,
+    normalisation: Normalisation | None = None,
+    required_splits: Sequence[str] = (),
 ) -> Path:
     """Write a whole in-memory dataset. Sizes not given are taken from the data."""
     samples = [j for s in splits.values() for j in s.joints]
@@ -507,6 +613,7 @@ def write_dataset(
     with DatasetWriter(
         out_dir, layout, class_names, max_persons=max_persons, max_frames=max_frames,
         num_channels=num_channels, split_names=list(splits), overwrite=overwrite,
+        normalisation=normalisation, required_splits=required_splits,
     ) as writer:
         for name, data in splits.items():
             writer.add_split(name, data)
@@ -683,15 +790,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             f"dataset directory {path} has no {MANIFEST_FILE} (not a raysearch dataset, or its "
             f"writing was interrupted); re-run `raysearch prepare`"
         )
-    try:
-        obj = json.loads(file.read_text())
-    except UnicodeDecodeError:
-        raise UserInputError(f"file {file}: not UTF-8 JSON; re-run `raysearch prepare`") from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(
-            f"file {file}: not valid JSON (line {e.lineno} column {e.colno}: {e.msg}); "
-            f"re-run `raysearch prepare`"
-        ) from None
+    obj = read_json_file(file, "re-run `raysearch prepare`")
     return Manifest.from_json(obj, f"file {file}")
 
 

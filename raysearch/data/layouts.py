@@ -94,3 +94,29 @@ def generic_layout(num_joints: int) -> SkeletonLayout:
         bones=(),
         center_joint=0,
     )
+
+
+# MSR Action3D (Kinect v1 tracker, the joint order of the MSR Action3D skeleton files; see
+# ../shared/data/msr_action3d/README.md, checked there against bone lengths, height and handedness).
+MSR20_JOINT_NAMES: tuple[str, ...] = (
+    "shoulder_left", "shoulder_right", "shoulder_center", "spine", "hip_left", "hip_right",
+    "hip_center", "elbow_left", "elbow_right", "wrist_left", "wrist_right", "hand_left",
+    "hand_right", "knee_left", "knee_right", "ankle_left", "ankle_right", "foot_left",
+    "foot_right", "head",
+)
+MSR20_BONES: tuple[tuple[int, int], ...] = (
+    (19, 2), (2, 3), (3, 6), (2, 0), (0, 7), (7, 9), (9, 11), (2, 1), (1, 8), (8, 10),
+    (10, 12), (6, 4), (4, 13), (13, 15), (15, 17), (6, 5), (5, 14), (14, 16), (16, 18),
+)
+MSR20_LAYOUT = SkeletonLayout(
+    name="msr-action3d-20",
+    num_joints=20,
+    joint_names=MSR20_JOINT_NAMES,
+    bones=MSR20_BONES,
+    center_joint=6,  # hip_center
+)
+
+# Layouts a generic import recognises by joint count alone (it says so on stderr). 25 joints
+# could also be OpenPose BODY_25 and 20 joints the Kinect v1 SDK order (hip_center = 0): a user
+# with such data passes --center-joint or --layout.
+KNOWN_LAYOUTS: dict[int, SkeletonLayout] = {25: NTU25_LAYOUT, 20: MSR20_LAYOUT}

@@ -27,9 +27,10 @@ Preprocessing (written for this project after the ST-GCN/CTR-GCN NTU pipeline; t
 drop bodies seen in fewer than `min_body_frames` frames and bodies whose frames are mostly
 "wider than tall" (a person is taller than wide; wide blobs are furniture or noise); rank the
 rest by motion energy and fill two person slots, a body joining a slot whose frames it does not
-overlap; drop frames with no body; centre on the spine joint (NTU joint 2, index 1) of person 1
-in its first frame; keep at most 300 frames. Non-finite coordinates are refused (the file is
-named); `skip_bad=True` counts and skips such files instead.
+overlap; drop frames with no body; keep at most 300 frames; normalise (`normalise.Normalisation`,
+by default: centre on the spine joint, NTU joint 2, index 1, of person 1 in its first frame).
+Non-finite coordinates are refused (the file is named); `skip_bad=True` counts and skips such
+files (and broken links) instead.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from raysearch.data.format import DatasetWriter
+from raysearch.data.format import LIMITS, DatasetWriter
 from raysearch.data.layouts import NTU25_LAYOUT
-from raysearch.data.splits import stratified_split
+from raysearch.data.normalise import Normalisation, NormalisationRequest, layout_normalisation
+from raysearch.data.splits import VAL_FRACTION, carve_rule, carve_validation
 from raysearch.errors import UserInputError
 
 MAX_FRAMES = 300
 MAX_PERSONS = 2
+NTU_NORMALISATION: Normalisation = layout_normalisation(NTU25_LAYOUT)
 _FIX = "re-download or remove it"
 
 NTU_ACTION_NAMES: tuple[str, ...] = (
@@ -254,6 +257,9 @@ def parse_skeleton_reference(path: str | os.PathLike) -> ParsedSkeleton:
     with f:
         lines = _Lines(f, where)
         num_frames = lines.integer("the frame count")
+        if num_frames > LIMITS.frames:
+            raise lines.error(f"gives {num_frames} frames, more than raysearch reads (at most "
+                              f"{LIMITS.frames} frames)")
         for frame in range(num_frames):
             num_bodies = lines.integer(f"the body count of frame {frame + 1}")
             for body in range(num_bodies):
@@ -265,6 +271,9 @@ def parse_skeleton_reference(path: str | os.PathLike) -> ParsedSkeleton:
                     )
                 lines.numbers(header[1:])
                 count = lines.integer(f"the joint count of {what}")
+                if count > LIMITS.joints:
+                    raise lines.error(f"gives {count} joints for {what}, more than raysearch "
+                                      f"reads (at most {LIMITS.joints} joints)")
                 if num_joints is None:
                     num_joints = count
                 if count != num_joints or count == 0:
@@ -323,6 +332,8 @@ def _parse_fast(data: bytes) -> ParsedSkeleton | None:
     try:
         # The walk visits count and body lines only: O(frames + bodies) Python steps.
         num_frames = int(line(0))
+        if num_frames > LIMITS.frames:
+            return None
         li = 1
         frames, ids, block_lines = [], [], []
         num_joints = None
@@ -336,7 +347,7 @@ def _parse_fast(data: bytes) -> ParsedSkeleton | None:
                 count = int(line(li + 1))
                 if num_joints is None:
                     num_joints = count
-                if count != num_joints or count <= 0:
+                if count != num_joints or count <= 0 or count > LIMITS.joints:
                     return None
                 frames.append(frame)
                 ids.append(header[0].decode())
@@ -470,9 +481,10 @@ def preprocess_skeleton(
     config: DenoiseConfig = DenoiseConfig(),
     max_frames: int = MAX_FRAMES,
     max_persons: int = MAX_PERSONS,
+    normalisation: Normalisation = NTU_NORMALISATION,
 ) -> tuple[np.ndarray | None, PreprocessStats]:
-    """Denoise, pick up to `max_persons` bodies, centre; returns ((C, T, V, M) float32 or None
-    when no frame holds a body, stats)."""
+    """Denoise, pick up to `max_persons` bodies, normalise; returns ((C, T, V, M) float32 or
+    None when no frame holds a body, stats)."""
     stats = PreprocessStats()
     tracks = _tracks(parsed)
     stats.bodies = len(tracks)
@@ -516,15 +528,12 @@ def preprocess_skeleton(
     stats.missing_frames = int((~valid).sum())
     if not valid.any():
         return None, stats
-    full, present = full[valid], present[valid]
+    full = full[valid]
     if len(full) > max_frames:
         stats.truncated = 1
-        full, present = full[:max_frames], present[:max_frames]
-    first = int(np.argmax(present[:, 0])) if present[:, 0].any() else 0
-    origin = full[first, NTU25_LAYOUT.center_joint, :, 0]  # (3,)
+        full = full[:max_frames]
     # Absent persons stay exactly zero: only present (frame, person) pairs move.
-    full -= origin[None, None, :, None] * present[:, None, None, :]
-    return np.ascontiguousarray(full.transpose(2, 0, 1, 3)), stats  # (C, T, V, M)
+    return normalisation.apply(full.transpose(2, 0, 1, 3)), stats  # (C, T, V, M)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,10 +550,14 @@ class _FileResult:
     num_bytes: int = 0
 
 
-def _load_file(args: tuple[str, DenoiseConfig]) -> _FileResult:
-    path, config = args
+def _load_file(args: tuple[str, DenoiseConfig, Normalisation]) -> _FileResult:
+    path, config, normalisation = args
     stem = Path(path).name.removesuffix(".skeleton")
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        return _FileResult(stem, "bad", message=f"file {path}: cannot be read ({e.strerror}); "
+                                                f"{_FIX}")
     try:
         parsed = parse_skeleton(path)
     except UserInputError as e:
@@ -553,7 +566,7 @@ def _load_file(args: tuple[str, DenoiseConfig]) -> _FileResult:
         return _FileResult(stem, "bad", num_bytes=size, message=(
             f"file {path}: bodies have {parsed.joints.shape[1]} joints, NTU files have 25; "
             f"{_FIX}"))
-    joints, stats = preprocess_skeleton(parsed, config)
+    joints, stats = preprocess_skeleton(parsed, config, normalisation=normalisation)
     status = "ok" if joints is not None else "empty"
     return _FileResult(stem, status, joints, stats, num_bytes=size)
 
@@ -581,6 +594,14 @@ def _find_files(raw_dir: Path, benchmark: str, skip_bad: bool) -> tuple[list[Pat
     files, bad_names = [], []
     seen: dict[str, Path] = {}
     for path in sorted(raw_dir.rglob("*.skeleton"), key=lambda p: p.name):
+        if not path.is_file():
+            kind = "a broken link (its target does not exist)" if path.is_symlink() else \
+                "not a regular file"
+            message = f"file {path}: {kind}; fix or remove it, or skip it with --skip-bad"
+            if not skip_bad:
+                raise UserInputError(message)
+            bad_names.append(message)
+            continue
         try:
             name = parse_skeleton_name(path)
         except UserInputError as e:
@@ -601,19 +622,22 @@ def prepare_ntu(
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     benchmark: str,
-    val_fraction: float = 0.05,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     workers: int | None = None,
     *,
+    val_per_class: int | None = None,
     skip_bad: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     denoise: DenoiseConfig = DenoiseConfig(),
+    normalise: NormalisationRequest = NormalisationRequest(),
 ) -> Path:
     """Import raw NTU .skeleton files (searched recursively under raw_dir) for one benchmark.
 
-    Splits: the protocol's training side becomes train + val (a seeded `val_fraction` of every
-    class, chosen from the file names before parsing, so it does not depend on worker timing),
+    Splits: the protocol's training side becomes train + val (`splits.carve_validation` with
+    `val_per_class` / `val_fraction`, chosen from the file names before parsing, so it does not
+    depend on worker timing),
     the other side becomes test. Files without any skeleton are dropped and listed in the
     manifest's source. A corrupt file stops the import with its name and line, unless
     `skip_bad`, which skips and lists it. `workers` defaults to the CPU count (1 = no pool).
@@ -635,19 +659,21 @@ def prepare_ntu(
     train = np.array([is_train(n, benchmark) for n in names])
     labels = np.array([n.label for n in names])
     train_idx = np.flatnonzero(train)
-    _, held = stratified_split(labels[train_idx], val_fraction, seed)
+    _, held = carve_validation(labels[train_idx], seed, val_per_class, val_fraction)
     split_of = np.where(train, "train", "test").astype(object)
     split_of[train_idx[held]] = "val"
+    layout, normalisation = normalise.resolve(NTU25_LAYOUT, f"--raw {raw}")
 
     # Fail on the output directory before the long parse, not after.
     writer = DatasetWriter(
-        out_dir, NTU25_LAYOUT, NTU_ACTION_NAMES[:num_classes], max_persons=MAX_PERSONS,
-        max_frames=MAX_FRAMES, overwrite=overwrite,
+        out_dir, layout, NTU_ACTION_NAMES[:num_classes], max_persons=MAX_PERSONS,
+        max_frames=MAX_FRAMES, overwrite=overwrite, normalisation=normalisation,
+        required_splits=("train", "val"),
     )
     totals = PreprocessStats()
     empty: list[str] = []
     meter = _Progress(len(files), f"ntu {benchmark}", progress)
-    jobs = [(str(p), denoise) for p in files]
+    jobs = [(str(p), denoise, normalisation) for p in files]
     if workers is None:
         workers = os.cpu_count() or 1
     with writer:
@@ -691,13 +717,15 @@ def prepare_ntu(
             "raw_dir": str(raw.resolve()),
             "files_found": len(files),
             "val_fraction": val_fraction,
+            "val_per_class": val_per_class,
+            "splits": f"protocol's training side -> train + val ({carve_rule(val_per_class, val_fraction)})",
             "seed": seed,
             "no_skeleton": {"count": len(empty), "files": empty},
             "bad_files": {"count": len(bad), "messages": bad},
             "preprocessing": {
                 "denoise": asdict(denoise),
                 "persons": f"up to {MAX_PERSONS} bodies ranked by motion energy",
-                "center": "spine_mid (NTU joint 2) of person 1 in its first frame",
+                "center": normalisation.describe(layout),
                 "frames": f"frames without a body dropped; at most {MAX_FRAMES} kept",
             },
             "preprocess_stats": asdict(totals),

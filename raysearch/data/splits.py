@@ -59,3 +59,47 @@ def label_fraction_subset(labels: np.ndarray, fraction: float, seed: int) -> np.
     if not chosen:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+# The validation carve of every importer: MIN_VAL_PER_CLASS clips of each class at least, the
+# old 5% on big sets, and never more than half of a class.
+MIN_VAL_PER_CLASS = 2
+VAL_FRACTION = 0.05
+# Below this many validation clips one clip is worth more than one point of accuracy.
+VAL_WARN_CLIPS = 100
+
+
+def val_counts(labels: np.ndarray, per_class: int | None = None,
+               fraction: float = VAL_FRACTION) -> dict[int, int]:
+    """Validation clips of each class c with n_c clips: min(K_c, n_c // 2), where K_c is
+    `per_class` when given, else max(MIN_VAL_PER_CLASS, round(fraction * n_c))."""
+    if per_class is not None and (isinstance(per_class, bool) or per_class < 1):
+        raise UserInputError(f"--val-per-class must be an integer >= 1, got {per_class!r}")
+    _check_fraction(fraction, "validation fraction", allow_zero=False)
+    classes, sizes = np.unique(np.asarray(labels), return_counts=True)
+    counts = {}
+    for c, n in zip(classes.tolist(), sizes.tolist()):
+        want = per_class if per_class is not None else max(MIN_VAL_PER_CLASS, round(fraction * n))
+        counts[int(c)] = min(want, n // 2)
+    return counts
+
+
+def carve_validation(labels: np.ndarray, seed: int, per_class: int | None = None,
+                     fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) of a training split: `val_counts` clips of every class, seeded."""
+    counts = val_counts(labels, per_class, fraction)
+    keep, held = [], []
+    labels = np.asarray(labels)
+    for c, members in zip(np.unique(labels).tolist(), _class_members(labels, seed)):
+        held.append(members[: counts[int(c)]])
+        keep.append(members[counts[int(c)]:])
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.sort(np.concatenate(keep or [empty])).astype(np.int64),
+            np.sort(np.concatenate(held or [empty])).astype(np.int64))
+
+
+def carve_rule(per_class: int | None, fraction: float = VAL_FRACTION) -> str:
+    """The carve rule in words, for the manifest."""
+    want = str(per_class) if per_class is not None else \
+        f"max({MIN_VAL_PER_CLASS}, round({fraction} * n_c))"
+    return f"per class c of n_c training clips: min({want}, n_c // 2) to val, seeded"

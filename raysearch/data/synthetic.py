@@ -9,22 +9,46 @@ raw coordinates fall well short of 100% while a small network separates the clas
 
 Only the NTU-25 (Kinect v2) layout is generated: the motion model is written against named
 joints, and a made-up chain of another size would not look like any dataset a user has.
-Coordinates are in metres, y up, centred on spine_mid of person 1 in frame 1 (as NTU
-preprocessing does); an absent second person is all zeros.
+Coordinates are in metres, y up, normalised as every importer does (`normalise.Normalisation`,
+by default centred on spine_mid of person 1 in frame 1, as NTU preprocessing does, after the
+sensor noise is added); an absent second person is all zeros.
+
+`SYNTHETIC_DEFAULTS` is the one place for the generator's defaults: `raysearch prepare
+synthetic`, `synthetic:` data specs (data/cache.py) and search spaces (`data: synthetic`) all
+read it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from raysearch.data.format import SplitData, write_dataset
 from raysearch.data.layouts import NTU25_BONES, NTU25_LAYOUT, SkeletonLayout
+from raysearch.data.normalise import Normalisation, layout_normalisation
 from raysearch.data.splits import stratified_split
 from raysearch.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class SyntheticDefaults:
+    """Defaults of the synthetic generator (10 classes x 100 sequences: ~1000 clips, a minute's
+    work for a tiny preset on a laptop, enough validation clips to rank trials)."""
+
+    classes: int = 10
+    per_class: int = 100
+    joints: int = 25
+    seed: int = 0
+    max_frames: int = 64
+    val_fraction: float = 0.1
+
+
+SYNTHETIC_DEFAULTS = SyntheticDefaults()
+SYNTHETIC_NORMALISATION: Normalisation = layout_normalisation(NTU25_LAYOUT)
 
 # Rest pose (V, 3) in metres for the NTU-25 joint order; the person faces -z (the camera).
 _REST = np.array(
@@ -142,17 +166,18 @@ def _interaction_classes(num_classes: int) -> np.ndarray:
 
 
 def generate_synthetic(
-    num_classes: int = 10,
-    per_class: int = 100,
-    num_joints: int = 25,
-    max_frames: int = 64,
-    seed: int = 0,
+    num_classes: int = SYNTHETIC_DEFAULTS.classes,
+    per_class: int = SYNTHETIC_DEFAULTS.per_class,
+    num_joints: int = SYNTHETIC_DEFAULTS.joints,
+    max_frames: int = SYNTHETIC_DEFAULTS.max_frames,
+    seed: int = SYNTHETIC_DEFAULTS.seed,
     *,
     num_subjects: int = 20,
     train_subject_fraction: float = 0.7,
-    val_fraction: float = 0.1,
+    val_fraction: float = SYNTHETIC_DEFAULTS.val_fraction,
     noise_std_m: float = 0.02,
     max_view_yaw_rad: float = math.pi / 4,
+    normalisation: Normalisation = SYNTHETIC_NORMALISATION,
 ) -> tuple[SkeletonLayout, list[str], dict[str, SplitData]]:
     """Generate `num_classes * per_class` sequences split like NTU cross-subject.
 
@@ -236,15 +261,14 @@ def generate_synthetic(
     px, pz = both[:, :, :, 0].copy(), both[:, :, :, 2].copy()  # (N, T, V, M)
     both[:, :, :, 0] = cos * px + sin * pz
     both[:, :, :, 2] = cos * pz - sin * px
-    cj = NTU25_LAYOUT.center_joint
-    centre = both[:, :1, cj: cj + 1, :, 0].copy()  # (N, 1, 1, 3): person 1, frame 1
-    both[..., 0] -= centre
-    both[two, ..., 1] -= centre[two]
     both[..., 0] += rng.standard_normal(both.shape[:-1], dtype=np.float32) * noise_std_m
     both[two, ..., 1] += (rng.standard_normal((two.size,) + both.shape[1:-1], dtype=np.float32)
                           * noise_std_m)
     present = np.stack([np.ones(n, bool), pair[labels]], axis=-1)  # (N, M)
-    x = np.ascontiguousarray(both.transpose(0, 3, 1, 2, 4))  # (N, C, T, V, M)
+    # Every frame of a sample is valid from frame 0, so normalising the padded array equals
+    # normalising each sample's valid frames, as the importers do.
+    x = normalisation.check(_REST.shape[0], "synthetic data").apply(
+        both.transpose(0, 3, 1, 2, 4))  # (N, C, T, V, M)
 
     dof_names = [name for _, _, name in _DOFS]
     class_names = []
@@ -271,25 +295,28 @@ def generate_synthetic(
 
 def prepare_synthetic(
     out_dir: str | os.PathLike,
-    num_classes: int = 10,
-    per_class: int = 100,
-    num_joints: int = 25,
-    max_frames: int = 64,
-    seed: int = 0,
+    num_classes: int = SYNTHETIC_DEFAULTS.classes,
+    per_class: int = SYNTHETIC_DEFAULTS.per_class,
+    num_joints: int = SYNTHETIC_DEFAULTS.joints,
+    max_frames: int = SYNTHETIC_DEFAULTS.max_frames,
+    seed: int = SYNTHETIC_DEFAULTS.seed,
     *,
     overwrite: bool = False,
+    normalisation: Normalisation = SYNTHETIC_NORMALISATION,
     **options: float,
 ) -> Path:
     """Generate a synthetic dataset and write it as a dataset directory."""
     layout, class_names, splits = generate_synthetic(
-        num_classes, per_class, num_joints, max_frames, seed, **options
+        num_classes, per_class, num_joints, max_frames, seed, normalisation=normalisation,
+        **options
     )
     source = {
         "importer": "synthetic",
         "args": {"num_classes": num_classes, "per_class": per_class, "num_joints": num_joints,
                  "max_frames": max_frames, "seed": seed, **options},
-        "preprocessing": "centred on spine_mid of person 1 in frame 1; valid frames only; "
-                         "split by synthetic subject (train subjects -> train/val, rest -> test)",
+        "preprocessing": f"{normalisation.describe(layout)}; valid frames only; split by "
+                         f"synthetic subject (train subjects -> train/val, rest -> test)",
     }
     return write_dataset(out_dir, layout, class_names, splits, source, max_persons=2,
-                         max_frames=max_frames, overwrite=overwrite)
+                         max_frames=max_frames, overwrite=overwrite, normalisation=normalisation,
+                         required_splits=("train", "val"))
