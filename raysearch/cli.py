@@ -133,6 +133,28 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"\nresults: {report['results']}\nsummary: {report['summary']}")
 
 
+# -- cluster ---------------------------------------------------------------------------------------
+def cmd_cluster_validate(args: argparse.Namespace) -> None:
+    from .cluster_config import cluster_files, describe, validate_cluster_file
+
+    checks, failures = [], []
+    for path in cluster_files(args.files):
+        try:
+            # A RayJob's entrypoint is read by this CLI's own parser.
+            checks.append(validate_cluster_file(path, strict=args.strict, search_args=build_parser().parse_args))
+        except UserInputError as exc:
+            failures.append(exc)
+    if args.json:
+        print(json.dumps({"ok": not failures, "files": [c.to_dict() for c in checks],
+                          "errors": [str(e) for e in failures]}))
+    else:
+        for check in checks:
+            print(describe(check))
+    if failures:
+        more = f" (and {len(failures) - 1} more file(s) failing)" if len(failures) > 1 else ""
+        raise UserInputError(f"{failures[0]}{more}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raysearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,12 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
 
-    from .cluster_config import add_cluster_parser
     from .deploy.cli_commands import add_export_parser, add_predict_parser
 
     add_export_parser(sub)
     add_predict_parser(sub)
-    add_cluster_parser(sub)
+
+    cluster = sub.add_parser("cluster", help="cluster configs: check them before launching")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    validate = cluster_sub.add_parser(
+        "validate", help="check Ray launcher YAMLs, KubeRay manifests and runtime envs (cluster/)",
+        description="Check Ray cluster launcher YAMLs against Ray's schema, KubeRay RayCluster/RayJob manifests "
+                    "for the fields raysearch relies on, every shell command in them (token auth on each "
+                    "`ray start`, no `ray stop`, nothing downloaded and run), and runtime envs for ray job submit. "
+                    "Run it from the repository root: search spaces named in the files are read from there.")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files, or directories of them")
+    validate.add_argument("--strict", action="store_true", help="also refuse YOUR_* placeholders left in values")
+    validate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    validate.set_defaults(func=cmd_cluster_validate)
     return parser
 
 

@@ -27,17 +27,16 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import math
 import re
 import shlex
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from .cluster_shell import Analysis, ShellSyntaxError, analyze, auth_problem, ray_subcommand, short
 from .errors import UserInputError, load_user_yaml
 
 PLACEHOLDER = re.compile(r"YOUR_[A-Z0-9_]+")
@@ -207,8 +206,137 @@ def _ray_schema(label: str, doc: dict) -> dict:
     return config
 
 
-def _has_token_auth(command: str) -> bool:
-    return "ray start" in command and "RAY_AUTH_MODE=token" in command
+# -- shell in cluster files -------------------------------------------------------------------------
+TOKEN_FIX = ("run it as RAY_AUTH_MODE=token ray start ... with a token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or "
+             "~/.ray/auth_token (launcher: file_mounts ~/.ray/auth_token: ~/.ray/auth_token, made once with "
+             "`ray get-auth-token --generate`); token authentication is off by default in Ray 2.60")
+STOP_FIX = ("remove it: `ray stop` ends every Ray process on the machine, not only this cluster's (to restart Ray on "
+            "a launched cluster, `ray down` then `ray up`; `ray up --no-restart` updates files without restarting)")
+DOWNLOAD_FIX = ("install what it needs from a package index (pip install NAME==VERSION) or bake it into the image; "
+                "never run what a URL returns")
+RUNTIME_FIX = "write the command out literally, so what it runs can be checked before launch"
+
+
+def _shell(label: str, where: str, text: Any, env: dict | None = None, token_file: bool = False,
+           allow_stop: bool = False) -> Analysis:
+    """Check one command string: no `ray stop`, nothing downloaded and run, nothing hidden from
+    this check, and every `ray start` in it with token authentication in the environment it gets."""
+    if not isinstance(text, str):
+        _fail(label, where, f"{text!r} is not a command", "write the command as a string")
+    try:
+        analysis = analyze(text, env, token_file)
+    except ShellSyntaxError as exc:
+        _fail(label, where, f"`{short(text)}` cannot be read as shell ({exc})",
+              "balance its quotes and brackets and keep it to plain commands")
+    for finding in analysis.findings:
+        _fail(label, where, f"`{short(finding.text)}` {finding.what}",
+              DOWNLOAD_FIX if "download" in finding.what else RUNTIME_FIX)
+    for run in analysis.runs:
+        command = ray_subcommand(run)
+        if command == "stop" and not allow_stop:
+            _fail(label, where, f"`{short(run.text)}` runs `ray stop`", STOP_FIX)
+        if command == "start" and (problem := auth_problem(run)):
+            _fail(label, where, f"`{short(run.text)}` starts Ray without token authentication: {problem}", TOKEN_FIX)
+    return analysis
+
+
+def _generates_token(analysis: Analysis) -> bool:
+    return any(ray_subcommand(r) == "get-auth-token" and "--generate" in r.argv for r in analysis.runs)
+
+
+def _starts_ray(analysis: Analysis) -> bool:
+    return any(ray_subcommand(r) == "start" for r in analysis.runs)
+
+
+def _docker_env(label: str, docker: Any, role: str) -> dict:
+    """Variables the launcher's container gets from `docker run -e/--env` (run_options), which
+    every command run inside it inherits."""
+    env: dict = {}
+    if not isinstance(docker, dict) or not docker.get("image") and not docker.get(f"{role}_image"):
+        return env
+    for key in ("run_options", f"{role}_run_options"):
+        options = docker.get(key) or []
+        for i, option in enumerate(options if isinstance(options, list) else []):
+            try:
+                words = shlex.split(str(option))
+            except ValueError as exc:
+                _fail(label, f"docker.{key}[{i}]", f"{option!r} cannot be split into words ({exc})", "balance the quotes")
+            for j, word in enumerate(words):
+                value = None
+                if word in ("-e", "--env") and j + 1 < len(words):
+                    value = words[j + 1]
+                elif word.startswith("--env="):
+                    value = word.split("=", 1)[1]
+                elif word.startswith("-e") and len(word) > 2:
+                    value = word[2:]
+                if value is not None and "=" in value:
+                    name, _, val = value.partition("=")
+                    env[name] = val
+    return env
+
+
+def _commands(label: str, doc: dict, key: str, where: str | None = None) -> list[tuple[str, Any]]:
+    """(field path, command) for each command of a launcher list field."""
+    commands = doc.get(key)
+    if commands is None:
+        return []
+    if not isinstance(commands, list):
+        _fail(label, where or key, f"{commands!r} is not a list of commands", "write a YAML list of strings")
+    return [(f"{where or key}[{i}]", c) for i, c in enumerate(commands)]
+
+
+def _installs_raysearch(command: str) -> bool:
+    """Whether `command` runs `pip install` (or `python -m pip install`) of the project."""
+    try:
+        runs = analyze(command).runs
+    except ShellSyntaxError:
+        return False
+    for run in runs:
+        argv = [a or "" for a in run.argv]
+        name = Path(argv[0]).name
+        if re.fullmatch(r"python[0-9.]*", name) and argv[1:3] == ["-m", "pip"]:
+            argv = argv[2:]
+        elif not re.fullmatch(r"pip[0-9.]*", name):
+            continue
+        if "install" in argv and any("raysearch" in a for a in argv[argv.index("install") + 1:]):
+            return True
+    return False
+
+
+def _check_launcher_commands(label: str, doc: dict, config: dict, local: bool) -> None:
+    """Every command the launcher runs on a node, in the order it runs them, for the head and for
+    each worker type: initialization (on the host), setup and start (in the container)."""
+    mounts = config.get("file_mounts") or {}
+    token_mounted = isinstance(mounts, dict) and any(
+        str(remote).rstrip("/").endswith(".ray/auth_token") for remote in mounts)
+    docker = config.get("docker") or {}
+    types = doc.get("available_node_types") or {}
+    head_name = doc.get("head_node_type")
+    roles = [("head", head_name, ["initialization_commands", "setup_commands", "head_setup_commands"],
+              "head_start_ray_commands")]
+    roles += [("worker", name, ["initialization_commands", "setup_commands", "worker_setup_commands"],
+               "worker_start_ray_commands") for name in types if name != head_name]
+    for role, name, setup_keys, start_key in roles:
+        node_type = types.get(name) if isinstance(types.get(name), dict) else {}
+        container_env = _docker_env(label, docker, role)
+        token_file = token_mounted
+        for key in setup_keys:
+            # A node type's own initialization_commands / worker_setup_commands replace the global ones.
+            source, at = (node_type, f"available_node_types.{name}.{key}") if key in node_type else (doc, key)
+            for where, command in _commands(label, source, key, at):
+                env = {} if key == "initialization_commands" else container_env   # on the host, outside docker
+                token_file |= _generates_token(_shell(label, where, command, env, token_file))
+        if start_key in doc:
+            starts = _commands(label, doc, start_key)
+        else:   # Ray's defaults for the provider (they start Ray without authentication)
+            starts = _commands(label, config, start_key, f"{start_key} (Ray's default; the file has none)")
+        started = False
+        for where, command in starts:
+            analysis = _shell(label, where, command, container_env, token_file)
+            token_file |= _generates_token(analysis)
+            started |= _starts_ray(analysis)
+        if not started and not local:
+            _fail(label, start_key, "no `ray start`", "start Ray there: RAY_AUTH_MODE=token ray start ...")
 
 
 def _check_launcher(label: str, doc: dict, strict_placeholders: list[str]) -> ClusterCheck:
@@ -259,28 +387,17 @@ def _check_launcher(label: str, doc: dict, strict_placeholders: list[str]) -> Cl
     head = NodeGroup(name=head_name, cpus=head_resources["CPU"], gpus=head_resources.get("GPU", 0))
     _check_hosting(label, space, space_path, head, groups, where, max_total_nodes=config.get("max_workers"))
 
+    _check_launcher_commands(label, doc, config, local)
     notes = []
     if local:
         notes.append(f"{kind}: nodes are processes on this machine; they inherit the head's environment "
                      "(start it with RAY_AUTH_MODE=token) and its installed raysearch")
     else:
-        for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-            starts = [c for c in config.get(key) or [] if "ray start" in c]
-            if not starts or not all(_has_token_auth(c) for c in starts):
-                _fail(label, key, "`ray start` runs without RAY_AUTH_MODE=token",
-                      "prefix it with RAY_AUTH_MODE=token (token authentication is off by default in Ray 2.60)")
-        mounts = config.get("file_mounts") or {}
-        token_mounted = any(str(remote).rstrip("/").endswith(".ray/auth_token") for remote in mounts)
-        token_in_env = any("RAY_AUTH_TOKEN" in c for key in ("head_start_ray_commands", "worker_start_ray_commands")
-                           for c in config.get(key) or [])
-        if not (token_mounted or token_in_env):
-            _fail(label, "file_mounts", "no auth token reaches the nodes",
-                  "add ~/.ray/auth_token: ~/.ray/auth_token (make it with `ray get-auth-token --generate`)")
         docker = config.get("docker") or {}
         custom_image = any(docker.get(k) and not str(docker[k]).startswith("rayproject/")
                            for k in ("image", "worker_image"))
         for key in ("head_setup_commands", "worker_setup_commands"):  # each includes setup_commands by now
-            installs = [c for c in config.get(key) or [] if "pip install" in c and "raysearch" in c]
+            installs = [c for c in config.get(key) or [] if _installs_raysearch(c)]
             if not installs and not custom_image:
                 _fail(label, "setup_commands", f"no `pip install` of raysearch in {key}",
                       "mount the repository (file_mounts ~/raysearch: .) and add `pip install -e ~/raysearch`, "
@@ -299,12 +416,91 @@ def _first_container(label: str, template: Any, where: str) -> dict:
     return _mapping(containers[0], label, f"{where}.template.spec.containers[0]")
 
 
-def _env_auth(env: Any) -> bool:
-    """RAY_AUTH_MODE=token and a RAY_AUTH_TOKEN (value or from a Secret) in a container's env."""
-    entries = {e.get("name"): e for e in env or [] if isinstance(e, dict)}
-    mode = entries.get("RAY_AUTH_MODE", {}).get("value")
-    token = entries.get("RAY_AUTH_TOKEN", {})
-    return mode == "token" and bool(token.get("value") or token.get("valueFrom"))
+def _container_env(label: str, container: dict, where: str, token_auth: bool) -> dict:
+    """The environment a container's processes start with: its `env` (a value from a Secret or
+    ConfigMap is set but unknown here), and with `authOptions: {mode: token}` what KubeRay adds
+    to every Ray container (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the Secret it makes)."""
+    entries = container.get("env") or []
+    if not isinstance(entries, list):
+        _fail(label, f"{where}.env", f"{entries!r} is not a list", "write env as a list of {name: ..., value: ...}")
+    env: dict = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            value = entry.get("value")
+            if "value" in entry:
+                env[entry["name"]] = value if isinstance(value, str) else str(value)
+            elif entry.get("valueFrom"):
+                env[entry["name"]] = None
+    if token_auth:
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": None})
+    return env
+
+
+def _env_auth(env: dict) -> str | None:
+    """Why a process with this environment would talk to Ray without token auth, or None."""
+    from .cluster_shell import Run
+
+    return auth_problem(Run(argv=["ray"], env=env, text="", token_file=False))
+
+
+def _pod_commands(label: str, template: Any, where: str, env_of: Callable[[dict], dict],
+                  ray_container: bool) -> None:
+    """Commands of every container (and init container) of a pod template: what they run, and
+    for the Ray container (the first) also the `ray start` it may run itself."""
+    spec = template.get("spec") if isinstance(template, dict) else None
+    if not isinstance(spec, dict):
+        return
+    for kind in ("initContainers", "containers"):
+        containers = spec.get(kind) or []
+        for i, container in enumerate(containers if isinstance(containers, list) else []):
+            if not isinstance(container, dict):
+                continue
+            at = f"{where}.template.spec.{kind}[{i}]" if where else f"spec.{kind}[{i}]"
+            env = env_of(container) if (kind == "containers" and i == 0 and ray_container) else \
+                _container_env(label, container, at, False)
+            words = []
+            for key in ("command", "args"):
+                value = container.get(key) or []
+                if not isinstance(value, list) or not all(isinstance(w, (str, int, float)) for w in value):
+                    _fail(label, f"{at}.{key}", f"{value!r} is not a list of strings", "write a YAML list of strings")
+                words += [str(w) for w in value]
+            if words:
+                # KubeRay joins command and args with spaces into the `bash -lc` line that also
+                # runs its `ray start` (unless ray.io/overwrite-container-cmd): read them as shell.
+                _shell(label, f"{at}.command/args", " ".join(words), env)
+            lifecycle = container.get("lifecycle") if isinstance(container.get("lifecycle"), dict) else {}
+            for hook in ("postStart", "preStop"):
+                handler = lifecycle.get(hook)
+                command = handler.get("exec", {}).get("command") if isinstance(handler, dict) and isinstance(
+                    handler.get("exec"), dict) else None
+                if isinstance(command, list) and command:
+                    # KubeRay's own examples stop Ray in preStop: the pod is going away with it.
+                    text = command[2] if len(command) == 3 and Path(str(command[0])).name in ("sh", "bash") \
+                        and command[1] in ("-c", "-lc") else " ".join(shlex.quote(str(w)) for w in command)
+                    _shell(label, f"{at}.lifecycle.{hook}.exec.command", str(text), env, allow_stop=hook == "preStop")
+
+
+RAY_START_PARAM = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _check_ray_start_params(label: str, params: dict, at: str, head: bool, env: dict) -> None:
+    """KubeRay writes `ray start --KEY=VALUE ...` from rayStartParams, unquoted, into a bash
+    line: each value must be one plain word there."""
+    for key, value in params.items():
+        if not isinstance(key, str) or not RAY_START_PARAM.fullmatch(key):
+            _fail(label, f"{at}.rayStartParams.{key}", "not a `ray start` option name",
+                  "use the option's name without dashes, e.g. num-cpus")
+        unsafe = re.search(r"[;&|<>`$\n\r]", value)
+        try:
+            words = shlex.split(f"--{key}={value}")
+        except ValueError:
+            words = []
+        if unsafe or len(words) != 1:
+            _fail(label, f"{at}.rayStartParams.{key}",
+                  f"{value!r} is shell syntax in the `ray start` line KubeRay builds (`ray start --{key}={short(value, 60)}`)",
+                  "write a plain value (KubeRay does not quote it)")
+    line = "ray start" + (" --head" if head else "") + "".join(f" --{k}={v}" for k, v in params.items())
+    _shell(label, f"{at}.rayStartParams", line, env)
 
 
 def _integer_quantity(value: Any) -> int | None:
@@ -337,6 +533,9 @@ def _check_ray_cluster_spec(label: str, spec: Any, where: str, name: str, space,
             _fail(label, f"{where}.workerGroupSpecs[{i}].groupName", f"{group.get('groupName')!r}",
                   "give each worker group its own name")
         group_where[group["groupName"]] = f"{where}.workerGroupSpecs[{i}]"
+    # Token authentication: the operator's authOptions, or the env on every Ray container.
+    auth = spec.get("authOptions") or {}
+    token_auth = isinstance(auth, dict) and auth.get("mode") == "token"
     for group, at in zip([head_spec, *groups_spec], group_where.values()):
         params = _mapping(group.get("rayStartParams", {}), label, f"{at}.rayStartParams")
         for key, value in params.items():
@@ -346,19 +545,22 @@ def _check_ray_cluster_spec(label: str, spec: Any, where: str, name: str, space,
         if "num-cpus" not in params:
             _fail(label, f"{at}.rayStartParams.num-cpus", "missing",
                   "set it (a string, e.g. \"8\") so the autoscaler and the search know the CPUs per pod")
-
-    # Token authentication: the operator's authOptions, or the env on every Ray container.
-    auth = spec.get("authOptions") or {}
-    if not (isinstance(auth, dict) and auth.get("mode") == "token"):
-        containers = [(f"{where}.headGroupSpec", _first_container(label, head_spec.get("template"), f"{where}.headGroupSpec"))]
-        containers += [(group_where[g.get("groupName")], _first_container(label, g.get("template"), group_where[g.get("groupName")]))
-                       for g in groups_spec]
-        containers += [(f"{where}.autoscalerOptions", spec.get("autoscalerOptions") or {})]
-        for at, container in containers + extra_auth:
-            if not _env_auth(container.get("env")):
-                _fail(label, f"{at}: env", "no RAY_AUTH_MODE=token with a RAY_AUTH_TOKEN",
-                      "add both (the token from a Secret, see cluster/kuberay/raycluster.yaml) or set "
-                      "authOptions: {mode: token} (KubeRay 1.5.1+)")
+        container = _first_container(label, group.get("template"), at)
+        env = _container_env(label, container, f"{at}.template.spec.containers[0]", token_auth)
+        if problem := _env_auth(env):
+            _fail(label, f"{at}: env", f"the Ray container would start Ray without token authentication ({problem})",
+                  "add RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from a Secret (see cluster/kuberay/raycluster.yaml) "
+                  "or set authOptions: {mode: token} (KubeRay 1.5.1+)")
+        _check_ray_start_params(label, params, at, group is head_spec, env)
+        _pod_commands(label, group.get("template"), at,
+                      lambda c, at=at: _container_env(label, c, f"{at}.template.spec.containers[0]", token_auth), True)
+    others = [(f"{where}.autoscalerOptions", spec.get("autoscalerOptions") or {})]
+    for at, container in others + extra_auth:
+        container = _mapping(container, label, at)
+        if problem := _env_auth(_container_env(label, container, at, token_auth)):
+            _fail(label, f"{at}: env", f"it talks to the cluster without token authentication ({problem})",
+                  "add RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from a Secret (see cluster/kuberay/raycluster.yaml) or set "
+                  "authOptions: {mode: token} (KubeRay 1.5.1+)")
 
     # GPU groups: integer nvidia.com/gpu limits, equal to num-gpus, starting from 0 replicas.
     for group in groups_spec:
@@ -409,25 +611,37 @@ def _check_ray_cluster_spec(label: str, spec: Any, where: str, name: str, space,
     return head, workers
 
 
-def _parse_entrypoint(label: str, entrypoint: Any) -> argparse.Namespace:
-    """The RayJob's command line read by raysearch's own parser."""
-    from .cli import build_parser
+SearchArgs = Callable[[list[str]], argparse.Namespace]
+"""Reads a `raysearch` command line (without the program name) as the CLI would: raises
+SystemExit with argparse's message on stderr when it would refuse it. The CLI passes its own
+parser's `parse_args`, so this module never imports the CLI."""
 
+
+def _parse_entrypoint(label: str, entrypoint: Any, search_args: SearchArgs) -> argparse.Namespace:
+    """The RayJob's command line, read as the submitter's shell and then raysearch's parser would."""
     where = "spec.entrypoint"
     if not isinstance(entrypoint, str) or not entrypoint.strip():
         _fail(label, where, "missing", "write the search to run, e.g. raysearch search search_spaces/paper.yaml ...")
-    try:
-        tokens = shlex.split(entrypoint)
-    except ValueError as exc:
-        _fail(label, where, f"cannot split it into words ({exc})", "balance the quotes")
+    analysis = _shell(label, where, entrypoint)
+    if analysis.substitutions:
+        _fail(label, where, f"`{short(analysis.substitutions[0])}` is a command substitution, run by the job's shell "
+              "before raysearch starts", "write the values out (the entrypoint is one `raysearch search` command)")
+    runs = analysis.runs
+    if len(runs) != 1:
+        _fail(label, where, f"{short(entrypoint)!r} runs {len(runs)} commands",
+              "run one command: raysearch search SPACE.yaml ... (no ;, &&, | or &)")
+    tokens = runs[0].argv
+    if None in tokens:
+        _fail(label, where, f"{short(entrypoint)!r} has a value known only at run time ($VAR)",
+              "write the values out, so they can be checked before launch")
     if len(tokens) < 2 or Path(tokens[0]).name != "raysearch" or tokens[1] != "search":
         _fail(label, where, f"{entrypoint!r} does not run `raysearch search`",
               "start it with raysearch search SPACE.yaml")
-    with contextlib.redirect_stderr(io.StringIO()) as errors:
+    with contextlib.redirect_stderr(io.StringIO()) as errors, contextlib.redirect_stdout(io.StringIO()):
         try:
-            return build_parser().parse_args(tokens[1:])
+            return search_args(tokens[1:])
         except SystemExit:
-            problem = (errors.getvalue().strip().splitlines() or ["bad arguments"])[-1]
+            problem = (errors.getvalue().strip().splitlines() or ["not a search command line"])[-1]
             _fail(label, where, problem.removeprefix("raysearch search: "), "fix the command line")
 
 
@@ -464,7 +678,7 @@ def _check_runtime_env(label: str, doc: Any, where: str) -> None:
                       "anchor the pattern to the top with a leading / (e.g. /data/, not data/)")
 
 
-def _check_kuberay(label: str, doc: dict, placeholders: list[str]) -> ClusterCheck:
+def _check_kuberay(label: str, doc: dict, placeholders: list[str], search_args: SearchArgs | None) -> ClusterCheck:
     if doc.get("apiVersion") != KUBERAY_API:
         _fail(label, "apiVersion", f"{doc.get('apiVersion')!r}", f"use {KUBERAY_API} (KubeRay 1.0 and later)")
     kind = doc.get("kind")
@@ -487,7 +701,9 @@ def _check_kuberay(label: str, doc: dict, placeholders: list[str]) -> ClusterChe
         return ClusterCheck(path=label, kind="KubeRay RayCluster", search_space=space_path, head=head,
                             workers=tuple(workers), placeholders=tuple(dict.fromkeys(placeholders)))
 
-    args = _parse_entrypoint(label, spec.get("entrypoint"))
+    if search_args is None:
+        raise TypeError("validate_cluster_file needs search_args to read a RayJob's entrypoint")
+    args = _parse_entrypoint(label, spec.get("entrypoint"), search_args)
     if annotated is not None and annotated != args.space:
         _fail(label, f"metadata.annotations.{SPACE_ANNOTATION}", f"{annotated} but the entrypoint runs {args.space}",
               "make them the same")
@@ -514,6 +730,8 @@ def _check_kuberay(label: str, doc: dict, placeholders: list[str]) -> ClusterChe
     submitter = spec.get("submitterPodTemplate")
     extra = [("spec.submitterPodTemplate", _first_container(label, submitter, "spec.submitterPodTemplate"))] \
         if submitter is not None else []
+    if submitter is not None:
+        _pod_commands(label, {"spec": submitter.get("spec")}, "spec.submitterPodTemplate", lambda c: {}, False)
     head, workers = _check_ray_cluster_spec(label, spec["rayClusterSpec"], "spec.rayClusterSpec", name, space,
                                             space_path, extra)
     if space.resources.gpus_per_worker and not args.allow_pending_resources \
@@ -527,10 +745,12 @@ def _check_kuberay(label: str, doc: dict, placeholders: list[str]) -> ClusterChe
 
 
 # -- entry points ----------------------------------------------------------------------------------
-def validate_cluster_file(path: str | Path, strict: bool = False) -> ClusterCheck:
+def validate_cluster_file(path: str | Path, strict: bool = False, search_args: SearchArgs | None = None) -> ClusterCheck:
     """Check one cluster file; raises UserInputError naming the file, the field and the fix.
 
-    `strict` also refuses YOUR_* placeholders left in values (run it before launching)."""
+    `strict` also refuses YOUR_* placeholders left in values (run it before launching).
+    `search_args` reads a RayJob's `raysearch search ...` entrypoint (the CLI passes its parser's
+    `parse_args`); files of the other kinds do not need it."""
     label = str(path)
     doc = load_user_yaml(path, "pass a cluster YAML such as cluster/aws-gpu.yaml")
     if not isinstance(doc, dict):
@@ -540,7 +760,7 @@ def validate_cluster_file(path: str | Path, strict: bool = False) -> ClusterChec
         _fail(label, ", ".join(dict.fromkeys(placeholders)), "placeholders not filled in",
               "replace them with your account's values (each is commented in the file)")
     if "apiVersion" in doc or "kind" in doc:
-        return _check_kuberay(label, doc, placeholders)
+        return _check_kuberay(label, doc, placeholders, search_args)
     if "provider" in doc:
         return _check_launcher(label, doc, placeholders)
     from ray.runtime_env import RuntimeEnv
@@ -553,7 +773,7 @@ def validate_cluster_file(path: str | Path, strict: bool = False) -> ClusterChec
           "nor a runtime env (working_dir:, excludes:)", "pass one of the files in cluster/")
 
 
-def _cluster_files(paths: list[str]) -> list[Path]:
+def cluster_files(paths: list[str]) -> list[Path]:
     """Files as given; a directory stands for the YAML files under it."""
     files: list[Path] = []
     for given in paths:
@@ -568,7 +788,8 @@ def _cluster_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def _describe(check: ClusterCheck) -> str:
+def describe(check: ClusterCheck) -> str:
+    """What `raysearch cluster validate` prints for a file that passed."""
     lines = [f"{check.path}: ok: {check.kind}" + (f" for {check.search_space}" if check.search_space else "")]
     if check.head is not None:
         lines.append(f"  head {check.head.name}: {check.head.cpus:g} CPU")
@@ -581,37 +802,4 @@ def _describe(check: ClusterCheck) -> str:
     return "\n".join(lines)
 
 
-def cmd_cluster_validate(args: argparse.Namespace) -> None:
-    checks, failures = [], []
-    for path in _cluster_files(args.files):
-        try:
-            checks.append(validate_cluster_file(path, strict=args.strict))
-        except UserInputError as exc:
-            failures.append(exc)
-    if args.json:
-        print(json.dumps({"ok": not failures, "files": [c.to_dict() for c in checks],
-                          "errors": [str(e) for e in failures]}))
-    else:
-        for check in checks:
-            print(_describe(check))
-    if failures:
-        more = f" (and {len(failures) - 1} more file(s) failing)" if len(failures) > 1 else ""
-        raise UserInputError(f"{failures[0]}{more}")
-
-
-def add_cluster_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = sub.add_parser("cluster", help="cluster configs: check them before launching")
-    cluster_sub = parser.add_subparsers(dest="cluster_command", required=True)
-    validate = cluster_sub.add_parser(
-        "validate", help="check Ray launcher YAMLs, KubeRay manifests and runtime envs (cluster/)",
-        description="Check Ray cluster launcher YAMLs against Ray's schema, KubeRay RayCluster/RayJob manifests "
-                    "for the fields raysearch relies on, and runtime envs for ray job submit. Run it from the "
-                    "repository root: search spaces named in the files are read from there.")
-    validate.add_argument("files", nargs="+", metavar="FILE", help="cluster YAML files, or directories of them")
-    validate.add_argument("--strict", action="store_true", help="also refuse YOUR_* placeholders left in values")
-    validate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    validate.set_defaults(func=cmd_cluster_validate)
-    return parser
-
-
-__all__ = ["ClusterCheck", "NodeGroup", "validate_cluster_file", "add_cluster_parser", "cmd_cluster_validate"]
+__all__ = ["ClusterCheck", "NodeGroup", "SearchArgs", "cluster_files", "describe", "validate_cluster_file"]

@@ -13,6 +13,7 @@ import copy
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,7 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysearch.cluster_config import add_cluster_parser, validate_cluster_file
+from raysearch.cli import build_parser
+from raysearch.cluster_config import validate_cluster_file as validate_file
 from raysearch.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +44,11 @@ GCS_UPLOAD_LIMIT_MIB = 100
 def in_repo(monkeypatch):
     """Search spaces named in cluster files are read from the repository root."""
     monkeypatch.chdir(REPO)
+
+
+def validate_cluster_file(path, strict: bool = False):
+    """The check `raysearch cluster validate` runs: RayJob entrypoints read by the CLI's parser."""
+    return validate_file(path, strict=strict, search_args=build_parser().parse_args)
 
 
 def changed(tmp_path: Path, shipped: str, change) -> Path:
@@ -104,9 +111,11 @@ MISTAKES = [
     ("aws-gpu.yaml", lambda d: _set(d, "available_node_types/gpu.4x/min_workers", 1),
      r"available_node_types\.gpu\.4x\.min_workers: 1; use 0"),
     ("aws-gpu.yaml", lambda d: _drop(d, "idle_timeout_minutes"), r"idle_timeout_minutes: None; set it"),
-    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["ray stop", "ray start --head --port=6379"]),
-     r"head_start_ray_commands: `ray start` runs without RAY_AUTH_MODE=token"),
-    ("gcp-gpu.yaml", lambda d: _set(d, "file_mounts", {"~/raysearch": "."}), r"file_mounts: no auth token reaches"),
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["ray start --head --port=6379"]),
+     r"head_start_ray_commands\[0\]: `ray start --head --port=6379` starts Ray without token authentication: "
+     r"RAY_AUTH_MODE is not set for it; run it as RAY_AUTH_MODE=token ray start"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "file_mounts", {"~/raysearch": "."}),
+     r"head_start_ray_commands\[0\]: .* it has RAY_AUTH_MODE=token but no token .*file_mounts ~/\.ray/auth_token"),
     ("gcp-gpu.yaml", lambda d: _set(d, "setup_commands", ["echo hello"]), r"no `pip install` of raysearch"),
     ("aws-gpu.yaml", lambda d: _drop(d, "metadata"), r"metadata\.raysearch\.search_space: missing"),
     ("aws-gpu.yaml", lambda d: _set(d, "metadata", {"raysearch": {"search_space": "search_spaces/nope.yaml"}}),
@@ -133,9 +142,9 @@ MISTAKES = [
     ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/1/rayStartParams/num-gpus", "2"),
      r"workerGroupSpecs\[1\]\.rayStartParams\.num-gpus: '2' with 4 nvidia\.com/gpu in the limits; set num-gpus: \"4\""),
     ("kuberay/raycluster.yaml", lambda d: _set(_worker_env(d), "env", []),
-     r"workerGroupSpecs\[0\]: env: no RAY_AUTH_MODE=token"),
+     r"workerGroupSpecs\[0\]: env: the Ray container would start Ray without token authentication"),
     ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/autoscalerOptions", {"idleTimeoutSeconds": 60}),
-     r"spec\.autoscalerOptions: env: no RAY_AUTH_MODE=token"),
+     r"spec\.autoscalerOptions: env: it talks to the cluster without token authentication"),
     ("kuberay/raycluster.yaml", lambda d: _set(d, "apiVersion", "ray.io/v1alpha1"), r"apiVersion: 'ray\.io/v1alpha1'; use ray\.io/v1"),
     ("kuberay/raycluster.yaml", lambda d: _drop(d["metadata"], "annotations"), r"raysearch/search-space: missing"),
     ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/workerGroupSpecs/0/rayStartParams/num-cpus", "4"),
@@ -156,7 +165,7 @@ MISTAKES = [
     ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/runtimeEnvYAML", "working_dir: /home/ray/raysearch\nexcludes: [data/, runs/]\n"),
      r"runtimeEnvYAML\.excludes: .*would be"),
     ("kuberay/rayjob.yaml", lambda d: _set(d["spec"]["submitterPodTemplate"]["spec"]["containers"][0], "env", []),
-     r"spec\.submitterPodTemplate: env: no RAY_AUTH_MODE=token"),
+     r"spec\.submitterPodTemplate: env: it talks to the cluster without token authentication"),
     # The job upload: results, data and environments out, code in.
     ("runtime_env.yaml", lambda d: d["excludes"].remove(".venv/"), r"excludes: a virtual environment would be uploaded"),
     ("runtime_env.yaml", lambda d: d["excludes"].append("data/"),
@@ -176,24 +185,31 @@ def test_mistakes_are_refused_with_file_field_and_fix(tmp_path, in_repo, shipped
 
 
 def test_cluster_validate_command(tmp_path, in_repo, capsys):
-    """`raysearch cluster validate FILE...` (the parser the CLI registers): a report per file with
-    --json, and one line naming the first bad file when any fails."""
-    import argparse
+    """`raysearch cluster validate FILE...`: a report per file with --json, and one line naming the
+    first bad file (exit 2) when any fails."""
+    from raysearch.cli import main
 
-    parser = argparse.ArgumentParser(prog="raysearch")
-    add_cluster_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["cluster", "validate", "--json", str(CLUSTER)])
-    args.func(args)
+    main(["cluster", "validate", "--json", str(CLUSTER)])
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and len(report["files"]) == len(SHIPPED)
     aws = next(f for f in report["files"] if f["path"].endswith("aws-gpu.yaml"))
     assert {w["name"]: w["trial_workers"] for w in aws["workers"]} == {"gpu.1x": 1, "gpu.4x": 4}
 
     bad = changed(tmp_path, "local-fake.yaml", lambda d: _set(d, "max_workers", 1.5))
-    args = parser.parse_args(["cluster", "validate", str(CLUSTER / "local-fake.yaml"), str(bad)])
-    with pytest.raises(UserInputError, match=r"local-fake\.yaml: max_workers: 1\.5 is not of type 'integer'"):
-        args.func(args)
-    assert "local-fake.yaml: ok" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["cluster", "validate", str(CLUSTER / "local-fake.yaml"), str(bad)])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert "local-fake.yaml: ok" in out
+    assert err.count("\n") == 1 and re.match(
+        r"raysearch: error: .*local-fake\.yaml: max_workers: 1\.5 is not of type 'integer'", err)
+
+
+def test_the_validator_is_a_library_below_the_cli():
+    """Importing the cluster validator does not import the CLI (no cycle: the CLI passes it its parser)."""
+    code = ("import sys, raysearch.cluster_config; "
+            "assert 'raysearch.cli' not in sys.modules, sorted(m for m in sys.modules if m.startswith('raysearch'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
 
 
 def test_working_dir_upload_stays_small(tmp_path):
