@@ -33,6 +33,7 @@ TUNE_PARAMS_FILE = "params.json"              # a Tune trial directory: the tria
 TUNE_ERROR_FILE = "error.txt"                 # a Tune trial directory: present when the trial failed
 SPACE_FILE = "search_space.json"              # a search run: the validated space (objectives, budget)
 RESULTS_FILE = "results.parquet"              # a search run: one row per trial (`raysearch report`)
+OPTUNA_JOURNAL_FILE = "optuna_journal.log"    # a search run: the Optuna study (JournalStorage; name = search name)
 TENSORBOARD_DIR = "tensorboard"
 
 # -- phases -----------------------------------------------------------------------------------------
