@@ -69,7 +69,10 @@ class ModelConfigError(ValueError):
 
 def _show(value) -> str:
     """repr(value) cut to one short line: the value may come from a hostile file."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit conversion limit
+        return f"<an integer of {value.bit_length()} bits>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -78,7 +81,10 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    # Integers are finite however large (math.isfinite would overflow converting 10**400).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or math.isfinite(value)
 
 
 @dataclass(frozen=True)
