@@ -39,15 +39,22 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
         out = prepare_synthetic(args.out, num_classes=args.classes, per_class=args.per_class,
                                 num_joints=args.joints, seed=args.seed, overwrite=args.overwrite)
-    elif args.source == "ntu":
+        print(f"wrote dataset {out}", file=sys.stderr)
+        return
+    from .data.normalise import NormalisationRequest
+
+    normalise = NormalisationRequest(args.center_joint, args.scale, args.scale_bone)
+    if args.source == "ntu":
         from .data.ntu import prepare_ntu
 
         out = prepare_ntu(args.raw, args.out, args.benchmark, seed=args.seed, skip_bad=args.skip_bad,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, val_per_class=args.val_per_class, normalise=normalise)
     else:
         from .data.npz import prepare_npz
 
-        out = prepare_npz(args.file, args.out, seed=args.seed, overwrite=args.overwrite)
+        out = prepare_npz(args.file, args.out, seed=args.seed, overwrite=args.overwrite,
+                          val_per_class=args.val_per_class, drop_nonfinite=args.drop_nonfinite,
+                          normalise=normalise, layout_file=args.layout)
     print(f"wrote dataset {out}", file=sys.stderr)
 
 
@@ -161,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="import a dataset into the raysearch format")
     prepare_sub = prepare.add_subparsers(dest="source", required=True)
+    from .data.synthetic import SYNTHETIC_DEFAULTS as SYN
+
     synthetic = prepare_sub.add_parser("synthetic", help="generate procedural skeleton actions")
     synthetic.add_argument("--out", required=True)
-    synthetic.add_argument("--classes", type=int, default=10)
-    synthetic.add_argument("--per-class", type=int, default=100)
-    synthetic.add_argument("--joints", type=int, default=25)
+    synthetic.add_argument("--classes", type=int, default=SYN.classes)
+    synthetic.add_argument("--per-class", type=int, default=SYN.per_class)
+    synthetic.add_argument("--joints", type=int, default=SYN.joints)
     ntu = prepare_sub.add_parser("ntu", help="import raw NTU RGB+D .skeleton files")
     ntu.add_argument("--raw", required=True)
     ntu.add_argument("--out", required=True)
@@ -174,9 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     npz = prepare_sub.add_parser("npz", help="import a CTR-GCN/STTFormer or generic .npz")
     npz.add_argument("file")
     npz.add_argument("--out", required=True)
+    npz.add_argument("--layout", metavar="FILE", help='layout JSON: {"name", "joint_names": [...], "bones": [[a, b], '
+                     '...], "center_joint": index or name}; default: recognised by joint count (20: MSR Action3D, '
+                     '25: NTU/Kinect v2), else joint 0 with a warning')
+    npz.add_argument("--drop-nonfinite", action="store_true", help="drop samples with NaN/Inf instead of stopping")
+    for p in (ntu, npz):
+        p.add_argument("--center-joint", metavar="N|NAME", help="joint each clip is centred on (person 1, first "
+                       "frame it appears); 'none' keeps coordinates as recorded; default: the layout's centre joint")
+        p.add_argument("--scale", choices=["none", "bone", "body"], default="none",
+                       help="divide each clip by a reference bone length (bone) or its mean body size (body); "
+                            "default none")
+        p.add_argument("--scale-bone", metavar="A-B", help="reference bone of --scale bone (default: the torso)")
+        p.add_argument("--val-per-class", type=int, metavar="K", help="validation clips carved from each class "
+                       "of train (at most half of a class); default max(2, round(0.05 * clips of the class))")
     for p in (synthetic, ntu, npz):
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--overwrite", action="store_true", help="replace an existing raysearch dataset")
+        p.add_argument("--seed", type=int, default=SYN.seed)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing raysearch dataset (only a "
+                       "folder holding a raysearch manifest.json is ever replaced)")
     prepare.set_defaults(func=cmd_prepare)
 
     info = sub.add_parser("data-info", help="describe a dataset directory")
