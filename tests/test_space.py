@@ -487,3 +487,240 @@ def test_contract_with_ray_optuna_search():
     grid = load_search_space(SPACES / "ablation-codebook.yaml", check_data=False)
     search = searcher(grid)
     assert sorted(search.suggest(f"g{i}")["codebook_size"] for i in range(4)) == [100, 128, 256, 512]
+
+
+# -- every value typed before Ray starts (issue 16) ---------------------------------------------------
+BAD_VALUES = [
+    ("frame_mask_ratio", "abc", "is not a number"),
+    ("decoder_depth", 2.5, "is not an integer"),
+    ("encoder_blocks", 5, "is not a list of [integer, integer, integer] lists"),
+    ("encoder_blocks", [[8, 8]], "is not a list of [integer, integer, integer] lists"),
+    ("lr_milestones", 5, "is not a list of integers"),
+    ("beta", float("nan"), "not a finite number"),
+    ("beta", float("inf"), "not a finite number"),
+    ("restart_dead_codes", "maybe", "is not true or false"),
+    ("seed", "abc", "is not an integer"),
+    ("lr", "1e-4", "write 1.0e-4"),
+    ("lr", True, "is not a number or null"),
+    ("batch_size", 10**30, "within +-2**53"),
+    ("codebook_size", 1_000_000_000, "codebook_size"),    # the model's cap, reached before Ray
+    ("loader_workers", -1, "loader_workers"),              # the recipe's range, reached before Ray
+]
+
+
+@pytest.mark.parametrize("name, value, fragment", BAD_VALUES, ids=[f"{n}={v!r}" for n, v, _ in BAD_VALUES])
+def test_fixed_value_of_the_wrong_type_or_range(tmp_path, name, value, fragment):
+    def edit(d):
+        d["fixed"][name] = value
+        d["parameters"].pop(name, None)
+        d["points_to_evaluate"] = None
+    message = expect_error(tmp_path, changed(edit), f"fixed.{name}", fragment)
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("name, value, fragment", [v for v in BAD_VALUES if v[0] not in ("encoder_blocks", "lr_milestones")],
+                         ids=[f"{n}={v!r}" for n, v, _ in BAD_VALUES if n not in ("encoder_blocks", "lr_milestones")])
+def test_choice_of_the_wrong_type_or_range(tmp_path, name, value, fragment):
+    def edit(d):
+        d["parameters"][name] = {"type": "categorical", "choices": [value]}
+        d["fixed"].pop(name, None)
+        d["points_to_evaluate"] = None
+    field = f"parameters.{name}.choices[0]"
+    expect_error(tmp_path, changed(edit), field, fragment)
+
+
+@pytest.mark.parametrize("bound, value, fragment", [
+    ("low", float("nan"), "not a finite number"), ("high", float("inf"), "not a finite number"),
+    ("low", "abc", "not a number"), ("high", True, "not a number"), ("high", [0.9], "not a number"),
+])
+def test_range_bound_of_the_wrong_type(tmp_path, bound, value, fragment):
+    expect_error(tmp_path, changed(_set(("parameters", "frame_mask_ratio", bound), value)),
+                 f"parameters.frame_mask_ratio.{bound}", fragment)
+
+
+def test_section_numbers_are_finite(tmp_path):
+    expect_error(tmp_path, changed(_set(("resources", "cpus_per_worker"), float("nan"))),
+                 "resources.cpus_per_worker", "not a finite number")
+    expect_error(tmp_path, changed(_set(("budget", "time_limit_s"), float("inf"))),
+                 "budget.time_limit_s", "not a finite number")
+    expect_error(tmp_path, changed(_set(("scheduler", "reduction_factor"), float("nan"))),
+                 "scheduler.reduction_factor", "not a finite number")
+    expect_error(tmp_path, changed(_set(("sampler", "seed"), 2**40)), "sampler.seed", "must be < 2**32")
+
+
+def test_step_finer_than_any_search_needs(tmp_path):
+    expect_error(tmp_path, changed(_set(("parameters", "frame_mask_ratio", "step"), 1e-15)),
+                 "parameters.frame_mask_ratio.step", "drop step for a continuous range")
+
+
+def test_parameters_are_optuna_distributions(tmp_path):
+    space = load_doc(tmp_path, BASE)
+    assert space.parameter("beta").distribution == optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    assert space.parameter("frame_mask_ratio").distribution == optuna.distributions.FloatDistribution(0.3, 0.7, step=0.1)
+    assert space.parameter("latent_dim").distribution == optuna.distributions.IntDistribution(8, 32, log=True)
+    assert space.parameter("codebook_size").distribution == optuna.distributions.CategoricalDistribution([16, 32])
+    assert space.parameter("beta").when == {"variant": ("mvae",)}
+
+
+# -- objectives: names and directions from the trial contract ------------------------------------------
+def test_objectives_come_from_the_contract(tmp_path):
+    from raysearch.contract import OBJECTIVES, Metric
+
+    assert set(OBJECTIVE_METRICS) == set(OBJECTIVES)
+    default = load_doc(tmp_path, changed(lambda d: d.pop("objectives")))
+    assert default.metric_names() == [Metric.VAL_ACC] and default.modes() == ["max"]
+    # The mode may be left out: each metric has one sensible direction.
+    natural = load_doc(tmp_path, changed(lambda d: (d.update(objectives=[{"metric": "val_acc"}, {"metric": "params"}]),
+                                                    d.pop("scheduler"))))
+    assert natural.modes() == ["max", "min"]
+    ce = load_doc(tmp_path, changed(_set(("objectives",), [{"metric": Metric.VAL_CE_LOSS}])))
+    assert ce.modes() == ["min"]
+
+
+@pytest.mark.parametrize("metric, mode, field, fragment", [
+    ("val_loss", "min", "objectives[0].metric", "val_ce_loss"),
+    ("val_knn_acc", "max", "objectives[0].metric", "pre-training proxy"),
+    ("val_recon_loss", "min", "objectives[0].metric", "pre-training loss"),
+    ("val_acc", "min", "objectives[0].mode", "write mode: max or leave mode out"),
+    ("params", "max", "objectives[0].mode", "write mode: min"),
+])
+def test_objectives_refused_with_the_reason(tmp_path, metric, mode, field, fragment):
+    expect_error(tmp_path, changed(_set(("objectives",), [{"metric": metric, "mode": mode}])), field, fragment)
+
+
+def test_synthetic_defaults_match_prepare_synthetic(tmp_path):
+    """A space that leaves `synthetic` out gets the data `raysearch prepare synthetic` makes by default."""
+    from raysearch.data.synthetic import generate_synthetic
+    import inspect
+
+    space = load_doc(tmp_path, changed(lambda d: d.pop("synthetic")))
+    defaults = inspect.signature(generate_synthetic).parameters
+    assert (space.synthetic.classes, space.synthetic.per_class, space.synthetic.seed, space.synthetic.max_frames) == (
+        defaults["num_classes"].default, defaults["per_class"].default, defaults["seed"].default,
+        defaults["max_frames"].default)
+
+
+# -- properties: any document loads into a usable space or is refused in one line -------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from raysearch.errors import MAX_MESSAGE_CHARS  # noqa: E402
+from raysearch.train.config import TUNABLE_FIELDS  # noqa: E402
+
+FUZZ = settings(derandomize=True, max_examples=120, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Words of the schema, so that generated documents get past the first check often enough.
+VOCABULARY = sorted({*BASE, *TUNABLE_FIELDS, "num_joints", "type", "low", "high", "step", "log", "choices", "when",
+                     "float", "int", "categorical", "asha", "fifo", "tpe", "random", "grid", "metric", "mode",
+                     "max", "min", "val_acc", "val_loss", "params", "mvae", "mvqvae", "mae", *models.PRESETS,
+                     "classes", "per_class", "seed", "max_frames", "num_samples", "pretrain_epochs",
+                     "finetune_epochs", "workers", "cpus_per_worker", "grace_period", "synthetic"})
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.integers(-(2**70), 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1), st.text(max_size=8),
+                    st.sampled_from(VOCABULARY), st.sampled_from(["1e-4", "1.0e-3", "~/x", "a\x00b", "/", "."]))
+KEYS = st.one_of(st.sampled_from(VOCABULARY), st.text(max_size=6), st.integers(-2, 2), st.none())
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+                      max_leaves=12)
+
+
+def loads_or_refuses(path: Path):
+    """The space, or None after checking the refusal is one UserInputError line naming the file."""
+    try:
+        space = load_search_space(path, check_data=False)
+    except UserInputError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith(f"{path}: ") and len(message) <= MAX_MESSAGE_CHARS, message
+        return None
+    assert isinstance(space, SearchSpace)
+    # A loaded space samples: Optuna accepts every distribution, points and conditions included.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
+                                directions=["maximize" if m == "max" else "minimize" for m in space.modes()])
+    for point in space.points_to_evaluate:
+        study.enqueue_trial(point)
+    for _ in range(2):
+        trial = study.ask()
+        flat = {**trial.params, **define_by_run(trial, space=space, data_dir="/d")}
+        assert set(trial.params) <= {p.name for p in space.parameters} and flat["preset"] == space.preset
+    return space
+
+
+def _near(value):
+    """Values of the same kind as `value`, edge cases included: what a typo or a wrong guess gives."""
+    if isinstance(value, bool):
+        return st.one_of(st.booleans(), st.sampled_from(["maybe", "yes", 1, None]))
+    if isinstance(value, (int, float)):
+        return st.one_of(st.integers(-2, 2 * int(value) + 2), st.floats(-1, 2 * value + 1), st.integers(2**53, 2**64),
+                         st.sampled_from([float("nan"), float("inf"), 0, 0.5, "abc", "1e-3"]))
+    if isinstance(value, str):
+        return st.sampled_from(VOCABULARY)
+    return VALUES
+
+
+@st.composite
+def edited_base(draw):
+    """BASE with one to three of its values replaced, dropped, or given a sibling key."""
+    doc = copy.deepcopy(BASE)
+    for _ in range(draw(st.integers(1, 3))):
+        node = doc
+        while True:
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            if not keys:
+                break
+            key = draw(st.sampled_from(keys))
+            child = node[key]
+            if isinstance(child, (dict, list)) and child and draw(st.booleans()):
+                node = child
+                continue
+            edit = draw(st.sampled_from(["near", "near", "set", "drop", "add"]))
+            if edit == "near":
+                node[key] = draw(_near(child))
+            elif edit == "set":
+                node[key] = draw(VALUES)
+            elif edit == "drop":
+                del node[key]
+            elif isinstance(node, dict):
+                node[draw(KEYS)] = draw(VALUES)
+            else:
+                node.append(draw(VALUES))
+            break
+    return doc
+
+
+@FUZZ
+@given(doc=edited_base())
+def test_edited_spaces_load_or_are_refused_in_one_line(tmp_path, doc):
+    loads_or_refuses(write(tmp_path, doc))
+
+
+@FUZZ
+@given(doc=st.dictionaries(st.sampled_from(sorted(BASE)) | KEYS, VALUES, max_size=8))
+def test_generated_documents_load_or_are_refused_in_one_line(tmp_path, doc):
+    loads_or_refuses(write(tmp_path, doc))
+
+
+@FUZZ
+@given(data=st.data())
+def test_edited_yaml_text_loads_or_is_refused_in_one_line(tmp_path, data):
+    """The text itself edited: duplicated lines (duplicate keys), anchors and aliases, cut lines."""
+    name = data.draw(st.sampled_from(["smoke.yaml", "paper.yaml", "ablation-masking.yaml"]))
+    lines = (SPACES / name).read_text().splitlines()
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        edit = data.draw(st.sampled_from(["duplicate", "drop", "cut", "anchor", "alias", "insert"]))
+        if edit == "duplicate":
+            lines.insert(i, lines[i])
+        elif edit == "drop":
+            lines.pop(i)
+        elif edit == "cut":
+            lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+        elif edit == "anchor" and ": " in lines[i]:
+            key, _, value = lines[i].partition(": ")
+            lines[i] = f"{key}: &z {value}"
+        elif edit == "alias" and ": " in lines[i]:
+            lines[i] = lines[i].partition(": ")[0] + ": *z"
+        elif edit == "insert":
+            lines.insert(i, data.draw(st.sampled_from(VOCABULARY)) + ": " + yaml.safe_dump(
+                data.draw(VALUES), default_flow_style=True, width=10**6).splitlines()[0])
+    path = tmp_path / "space.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    loads_or_refuses(path)
