@@ -590,14 +590,13 @@ def test_objectives_refused_with_the_reason(tmp_path, metric, mode, field, fragm
 
 def test_synthetic_defaults_match_prepare_synthetic(tmp_path):
     """A space that leaves `synthetic` out gets the data `raysearch prepare synthetic` makes by default."""
-    from raysearch.data.synthetic import generate_synthetic
-    import inspect
+    from raysearch.cli import build_parser
 
+    prepare = build_parser().parse_args(["prepare", "synthetic", "--out", str(tmp_path / "d")])
     space = load_doc(tmp_path, changed(lambda d: d.pop("synthetic")))
-    defaults = inspect.signature(generate_synthetic).parameters
-    assert (space.synthetic.classes, space.synthetic.per_class, space.synthetic.seed, space.synthetic.max_frames) == (
-        defaults["num_classes"].default, defaults["per_class"].default, defaults["seed"].default,
-        defaults["max_frames"].default)
+    assert (space.synthetic.classes, space.synthetic.per_class) == (prepare.classes, prepare.per_class)
+    partial = load_doc(tmp_path, changed(_set(("synthetic",), {"classes": 3})))
+    assert (partial.synthetic.classes, partial.synthetic.per_class) == (3, prepare.per_class)
 
 
 # -- properties: any document loads into a usable space or is refused in one line -------------------------

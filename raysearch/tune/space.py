@@ -24,7 +24,6 @@ and `TrialConfig.from_flat` accepts it.
 from __future__ import annotations
 
 import decimal
-import inspect
 import math
 import re
 import types
@@ -40,6 +39,7 @@ import models
 from models import ModelConfig, ModelConfigError
 
 from ..contract import OBJECTIVES, Metric
+from ..data.synthetic import SYNTHETIC_DEFAULTS
 from ..errors import UserInputError, load_user_yaml, show
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig
 
@@ -97,7 +97,8 @@ class Objective:
 
 @dataclass(frozen=True)
 class SyntheticData:
-    """Arguments of the built-in generator (`raysearch prepare synthetic`)."""
+    """Arguments of the built-in generator (`raysearch prepare synthetic`); what the YAML leaves out
+    is `raysearch.data.synthetic.SYNTHETIC_DEFAULTS`."""
 
     classes: int
     per_class: int
@@ -423,17 +424,6 @@ def _grid_size(parameters: tuple[Parameter, ...]) -> int:
     return math.prod(len(p.choices) for p in parameters)
 
 
-def _synthetic_defaults() -> dict[str, int]:
-    # NOTE: issue 13 puts the synthetic defaults in one place, `raysearch.data.synthetic.
-    # SYNTHETIC_DEFAULTS`; until that lands they are read from the generator's own signature, so the
-    # numbers are not repeated here.
-    from ..data.synthetic import generate_synthetic
-
-    signature = inspect.signature(generate_synthetic).parameters
-    return {"classes": signature["num_classes"].default, "per_class": signature["per_class"].default,
-            "seed": signature["seed"].default, "max_frames": signature["max_frames"].default}
-
-
 # -- parse: one small reader per section ------------------------------------------------------------------
 class _Out:
     """Where errors go: the file label, and the small typed readers every section parser shares."""
@@ -562,7 +552,8 @@ def _parse_synthetic(out: _Out, value: Any) -> SyntheticData:
     raw = out.mapping(value, "synthetic", SYNTHETIC_KEYS)
     values = {key: out.number(raw[key], f"synthetic.{key}", integer=True, minimum=0 if key == "seed" else 1)
               for key in raw}
-    return SyntheticData(**{**_synthetic_defaults(), **values})
+    defaults = {key: getattr(SYNTHETIC_DEFAULTS, key) for key in SYNTHETIC_KEYS}
+    return SyntheticData(**{**defaults, **values})
 
 
 def _parse_objectives(out: _Out, value: Any) -> tuple[Objective, ...]:
