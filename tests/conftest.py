@@ -25,3 +25,50 @@ def ray_two_cpus():
     connect(num_cpus=2)
     yield
     ray.shutdown()
+
+
+# -- a local S3 endpoint (moto's standalone server) ------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A real S3 HTTP endpoint on a free loopback port, started here and stopped here.
+
+    Yields a dict: `endpoint` ("http://127.0.0.1:PORT"), `env` (what a process, Ray's workers
+    included, needs to reach it through pyarrow: AWS_ENDPOINT_URL_S3 plus non-empty dummy
+    credentials and a region; with empty credentials pyarrow stores the aws-chunked upload body
+    as the object) and `query` ("endpoint_override=127.0.0.1:PORT&scheme=http", for a single
+    `s3://bucket/path?...` URI that pyarrow and Ray's storage_path accept). Make buckets with
+    boto3: `boto3.client("s3", endpoint_url=moto_s3["endpoint"], region_name="us-east-1")`."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"moto_server exited {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not listen on 127.0.0.1:{port}")
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        yield {"endpoint": endpoint, "query": f"endpoint_override=127.0.0.1:{port}&scheme=http",
+               "env": {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

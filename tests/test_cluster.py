@@ -723,3 +723,31 @@ def test_search_survives_losing_the_node_running_a_trials_workers(tmp_path, monk
     assert last["global_epoch"] == 5                      # all of pre-training and fine-tuning
     assert last["resumed_from_global_epoch"] >= 1         # restarted from a checkpoint, not from scratch
     assert history[0]["resumed_from_global_epoch"] == 0
+
+
+# -- buckets: what cluster/README.md says a non-AWS S3 store needs ---------------------------------
+def test_s3_compatible_store_through_pyarrow_and_ray_storage_path(moto_s3, monkeypatch):
+    """The two ways cluster/README.md gives for an S3-compatible endpoint, against a real local one."""
+    import boto3
+    import pyarrow.fs
+    from ray.train.v2._internal.execution.storage import StorageContext
+
+    import ray.train
+
+    for name, value in moto_s3["env"].items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=moto_s3["endpoint"], region_name="us-east-1").create_bucket(Bucket="runs")
+    by_query = f"s3://runs/q?{moto_s3['query']}"
+    for uri, expected in ((by_query, "runs/q"), ("s3://runs/env", "runs/env")):
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+        assert path == expected
+        with filesystem.open_output_stream(f"{path}/hello.txt") as f:
+            f.write(b"hello")
+        with filesystem.open_input_stream(f"{path}/hello.txt") as f:
+            assert f.read() == b"hello"
+        run_config = ray.train.RunConfig(storage_path=uri, name="exp")
+        storage = StorageContext(storage_path=run_config.storage_path, experiment_dir_name="exp")
+        assert storage.experiment_fs_path == f"{expected}/exp"
+    # A name appended to a URI with a query lands in the query: join names before the '?'.
+    with pytest.raises(Exception, match="Invalid S3 connection scheme 'http/smoke'"):
+        pyarrow.fs.FileSystem.from_uri(f"{by_query}/smoke")
