@@ -49,8 +49,7 @@ import torch
 import raysearch
 from models import ModelConfig, ModelConfigError, STTFormerClassifier
 
-from ..data.format import MANIFEST_FILE
-from ..data.ntu import MAX_FRAMES, MAX_PERSONS, DenoiseConfig
+from ..data.preprocessing import artifact_preprocessing, read_preprocessing
 from ..errors import UserInputError
 from ..train.loop import BEST_CLASSIFIER_FILE, META_FILE
 
@@ -423,74 +422,11 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(_json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
 
 
-def _training_data_source(data_dir: Any) -> dict[str, Any]:
-    """What the training data was and how it was imported, from its manifest when reachable."""
-    found: dict[str, Any] = {"data_dir": data_dir}
-    manifest = Path(str(data_dir), MANIFEST_FILE)
-    try:
-        source = json.loads(manifest.read_text()).get("source", {})
-    except (OSError, ValueError, AttributeError):
-        return found  # exported on a machine without the data: the layout below still says it all
-    if isinstance(source, dict):
-        found.update({k: source[k] for k in ("importer", "benchmark", "preprocessing") if k in source})
-    return found
-
-
-def _denoise_settings(training_data: dict[str, Any]) -> dict[str, Any]:
-    """The NTU importer's denoise thresholds as the training data was imported, else the defaults."""
-    preprocessing = training_data.get("preprocessing")
-    recorded = preprocessing.get("denoise") if isinstance(preprocessing, dict) else None
-    try:
-        return asdict(DenoiseConfig(**recorded)) if isinstance(recorded, dict) else asdict(DenoiseConfig())
-    except TypeError:  # fields of another version: the defaults are this version's importer
-        return asdict(DenoiseConfig())
-
-
 def _preprocessing(config: ModelConfig, layout: dict[str, Any], data_dir: Any) -> dict[str, Any]:
-    training_data = _training_data_source(data_dir)
-    center = layout.get("center_joint")
-    names = layout.get("joint_names") or []
-    center_name = names[center] if isinstance(center, int) and 0 <= center < len(names) else None
-    return {
-        "input": "one sequence is (C, T, V, M) float32: channels (x, y, z in metres), frames, joints, "
-                 "persons; an absent person is all zeros; a batch stacks sequences into (N, C, T, V, M)",
-        "num_channels": config.num_channels,
-        "num_frames": config.num_frames,
-        "num_joints": config.num_joints,
-        "max_persons": config.num_persons,
-        "test_crop_fraction": TEST_CROP_FRACTION,
-        "test_transform": "raysearch.data.augment.eval_transform: keep the central test_crop_fraction of the "
-                          "valid frames and resample them linearly to num_frames (torch interpolate, "
-                          "align_corners=False); no rotation",
-        "layout": {**layout, "center_joint_name": center_name},
-        "raw_input": {
-            ".skeleton": {
-                "reader": "raysearch.data.ntu.parse_skeleton, then raysearch.data.ntu.preprocess_skeleton",
-                "denoise": _denoise_settings(training_data),
-                "max_frames": MAX_FRAMES,
-                "max_persons": MAX_PERSONS,
-                "steps": [
-                    "read x, y, z of every tracked body in every frame (Kinect v2 camera space, metres)",
-                    "with several bodies: drop bodies seen in fewer than denoise.min_body_frames frames and "
-                    "bodies wider than tall (x extent > spread_ratio * y extent) in at least "
-                    "max_wide_fraction of their frames",
-                    "rank the remaining bodies by motion energy and fill max_persons slots; a body joins the "
-                    "first slot whose frames it does not overlap",
-                    "drop frames without a body; keep at most max_frames frames",
-                    "subtract the centre joint (NTU joint 2, spine_mid) of person 1 in its first frame from "
-                    "every present person",
-                    "test_transform",
-                ],
-            },
-            ".npz": {
-                "generic": "x (N, C, T, V, M) with optional length (N,) valid frames; without length, the "
-                           "valid frames run up to the last nonzero frame; then test_transform",
-                "ctrgcn": "x_test (or x_train) (N, T, M*25*3) reshaped to (N, C, T, V, M); valid frames up to "
-                          "the last nonzero frame; then test_transform",
-            },
-        },
-        "training_data": training_data,
-    }
+    """preprocessing.json: written by the data layer, which owns every step predict replays."""
+    return artifact_preprocessing(num_channels=config.num_channels, num_frames=config.num_frames,
+                                  num_joints=config.num_joints, num_persons=config.num_persons,
+                                  test_crop_fraction=TEST_CROP_FRACTION, layout=layout, data_dir=data_dir)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -698,15 +634,8 @@ def load_artifact(artifact_dir: str | os.PathLike) -> Artifact:
         raise UserInputError(f"file {root / LABELS_FILE}: must be a non-empty list of class names; {_REEXPORT}")
     metrics = _load_json(root / METRICS_FILE, dict, _REEXPORT)
     preprocessing = _load_json(root / PREPROCESSING_FILE, dict, _REEXPORT)
-    expected = {"num_channels": config.num_channels, "num_frames": config.num_frames,
-                "num_joints": config.num_joints, "max_persons": config.num_persons}
-    for key, value in expected.items():
-        if preprocessing.get(key) != value:
-            raise UserInputError(f"file {root / PREPROCESSING_FILE}: {key} is {preprocessing.get(key)!r} but the "
-                                 f"model in {CONFIG_FILE} takes {value}; {_REEXPORT}")
-    crop = preprocessing.get("test_crop_fraction")
-    if not _finite_number(crop) or not 0 < crop <= 1:
-        raise UserInputError(f"file {root / PREPROCESSING_FILE}: test_crop_fraction must be in (0, 1], got {crop!r}")
+    read_preprocessing(preprocessing, root / PREPROCESSING_FILE, num_channels=config.num_channels,
+                       num_frames=config.num_frames, num_joints=config.num_joints, num_persons=config.num_persons)
 
     state = _read_weights(root / WEIGHTS_FILE, _REEXPORT)
     checksums = info.get("sha256") or {}
