@@ -187,13 +187,13 @@ def test_predict_skeleton_applies_the_importers_preprocessing(artifact_dir, data
         from_npz["predictions"][0]["probability"], abs=1e-3)  # the text file keeps 7 digits
 
 
-def test_predict_refuses_a_joint_or_person_count_the_artifact_does_not_take(artifact_dir, tmp_path):
+def test_predict_refuses_a_joint_or_person_count_that_cannot_be_made_to_fit(artifact_dir, tmp_path):
     np.savez(tmp_path / "v17.npz", x=np.ones((2, 3, 30, 17, 2), np.float32))
     with pytest.raises(UserInputError, match="has 17 joints per person but artifact .* expects 25"):
         predict(artifact_dir, tmp_path / "v17.npz")
-    np.savez(tmp_path / "m1.npz", x=np.ones((2, 3, 30, 25, 1), np.float32))
-    with pytest.raises(UserInputError, match="has 1 persons per frame but artifact .* expects 2; pad"):
-        predict(artifact_dir, tmp_path / "m1.npz")
+    np.savez(tmp_path / "m3.npz", x=np.ones((2, 3, 30, 25, 3), np.float32))
+    with pytest.raises(UserInputError, match="has 3 persons with joints in the same clip but the artifact takes 2"):
+        predict(artifact_dir, tmp_path / "m3.npz")
     (tmp_path / "clip.txt").write_text("1")
     with pytest.raises(UserInputError, match="give a .skeleton or .npz"):
         predict(artifact_dir, tmp_path / "clip.txt")
