@@ -52,3 +52,19 @@ def test_stratified_split_never_empties_a_class():
 def test_label_fraction_out_of_range_is_a_user_error(fraction):
     with pytest.raises(UserInputError, match="label fraction must be in \\(0, 1\\]"):
         label_fraction_subset(LABELS, fraction, seed=0)
+
+
+def test_validation_carve_is_sized_in_clips_per_class():
+    from raysearch.data.splits import carve_validation, val_counts
+
+    labels = np.repeat([0, 1, 2, 3], [15, 4, 1, 400])
+    # max(2, round(0.05 n)) capped at n // 2: small classes still give 2, a big one keeps 5%.
+    assert val_counts(labels) == {0: 2, 1: 2, 2: 0, 3: 20}
+    assert val_counts(labels, per_class=5) == {0: 5, 1: 2, 2: 0, 3: 5}
+    keep, held = carve_validation(labels, seed=3)
+    assert np.bincount(labels[held], minlength=4).tolist() == [2, 2, 0, 20]
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(labels.size))
+    again = carve_validation(labels, seed=3)
+    assert np.array_equal(again[1], held) and not np.array_equal(carve_validation(labels, seed=4)[1], held)
+    with pytest.raises(UserInputError, match="--val-per-class must be an integer >= 1"):
+        val_counts(labels, per_class=0)

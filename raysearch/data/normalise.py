@@ -148,7 +148,7 @@ def parse_joint(value: str, layout: SkeletonLayout, flag: str) -> int:
             return index
     elif text in layout.joint_names:
         return layout.joint_names.index(text)
-    shown = ", ".join(layout.joint_names[:6]) + (", ..." if layout.num_joints > 6 else "")
+    shown = ", ".join(layout.joint_names[:32]) + (", ..." if layout.num_joints > 32 else "")
     raise UserInputError(f"{flag} {value!r}: not a joint of layout {layout.name}; give an index in "
                          f"0..{layout.num_joints - 1} or a name ({shown})")
 
