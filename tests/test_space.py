@@ -524,7 +524,8 @@ def test_fixed_value_of_the_wrong_type_or_range(tmp_path, name, value, fragment)
     assert len(message) < 400
 
 
-SCALAR_BAD_VALUES = [case for case, name in zip(BAD_VALUES, BAD_NAMES) if name not in ("encoder_blocks", "lr_milestones")]
+SCALAR_BAD_VALUES = [case for case, name in zip(BAD_VALUES, BAD_NAMES)
+                     if name not in ("encoder_blocks", "lr_milestones")]
 
 
 @pytest.mark.parametrize("name, value, fragment", SCALAR_BAD_VALUES, ids=_ids(SCALAR_BAD_VALUES))
@@ -564,7 +565,8 @@ def test_step_finer_than_any_search_needs(tmp_path):
 def test_parameters_are_optuna_distributions(tmp_path):
     space = load_doc(tmp_path, BASE)
     assert space.parameter("beta").distribution == optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
-    assert space.parameter("frame_mask_ratio").distribution == optuna.distributions.FloatDistribution(0.3, 0.7, step=0.1)
+    assert space.parameter("frame_mask_ratio").distribution == optuna.distributions.FloatDistribution(
+        0.3, 0.7, step=0.1)
     assert space.parameter("latent_dim").distribution == optuna.distributions.IntDistribution(8, 32, log=True)
     assert space.parameter("codebook_size").distribution == optuna.distributions.CategoricalDistribution([16, 32])
     assert space.parameter("beta").when == {"variant": ("mvae",)}
@@ -587,8 +589,8 @@ def test_objectives_come_from_the_contract(tmp_path):
 
 @pytest.mark.parametrize("metric, mode, field, fragment", [
     ("val_loss", "min", "objectives[0].metric", "val_ce_loss"),
-    ("val_knn_acc", "max", "objectives[0].metric", "pre-training proxy"),
-    ("val_recon_loss", "min", "objectives[0].metric", "pre-training loss"),
+    ("val_knn_acc", "max", "objectives[0].metric", "a pre-training metric ranks encoders"),
+    ("val_recon_loss", "min", "objectives[0].metric", "a pre-training metric ranks encoders"),
     ("val_acc", "min", "objectives[0].mode", "write mode: max or leave mode out"),
     ("params", "max", "objectives[0].mode", "write mode: min"),
 ])

@@ -44,14 +44,11 @@ from ..errors import UserInputError, load_user_yaml, show
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig
 
 OBJECTIVE_METRICS = tuple(OBJECTIVES)       # the metrics a search may optimise (contract.OBJECTIVES)
-# Metrics a user may reach for that are not objectives, and what to write instead.
-NOT_OBJECTIVES = {
-    "val_loss": f"it was split: the fine-tuning cross-entropy is {Metric.VAL_CE_LOSS}",
-    Metric.VAL_PRETRAIN_LOSS: "a pre-training loss ranks encoders, not the fine-tuned models a search returns",
-    Metric.VAL_RECON_LOSS: "a pre-training loss ranks encoders, not the fine-tuned models a search returns",
-    Metric.VAL_KNN_ACC: "a pre-training proxy ranks encoders, not the fine-tuned models a search returns",
-    Metric.VAL_PROBE_ACC: "a pre-training proxy ranks encoders, not the fine-tuned models a search returns",
-}
+# Metrics a user may reach for that are not objectives, and why.
+_ENCODER_METRIC = "a pre-training metric ranks encoders, not the fine-tuned models a search returns"
+NOT_OBJECTIVES = {"val_loss": f"it was split: the fine-tuning cross-entropy is {Metric.VAL_CE_LOSS}",
+                  **dict.fromkeys((Metric.VAL_PRETRAIN_LOSS, Metric.VAL_RECON_LOSS, Metric.VAL_KNN_ACC,
+                                   Metric.VAL_PROBE_ACC), _ENCODER_METRIC)}
 MODES = ("max", "min")
 PARAMETER_TYPES = ("float", "int", "categorical")
 SCHEDULER_TYPES = ("asha", "fifo")
@@ -943,7 +940,8 @@ def _check_points(out: _Out, space: SearchSpace) -> None:
                          "use a value the search can take")
             for condition in p.when:
                 if space.parameter(condition) is not None and condition not in point:
-                    out.fail(at, f"depends on {condition}, which this point does not set", f"add {condition} to the point")
+                    out.fail(at, f"depends on {condition}, which this point does not set",
+                             f"add {condition} to the point")
             if not space.is_active(p, point):
                 out.fail(at, f"{p.name} is not sampled for this point (when: {_when_text(p.when)})",
                          f"remove {p.name} from the point")
