@@ -78,9 +78,12 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from .contract import COMPLETED, Resources
     from .data.cache import SYNTHETIC_PREFIX
     from .train.config import TrialConfig
-    from .train.driver import Resources, fit_trial, preflight
+    from .train.driver import fit_trial, preflight
 
     settings = _overrides(args.set)
     for flag in ("pretrain_epochs", "finetune_epochs", "label_fraction", "init_from", "seed"):
@@ -95,9 +98,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     connect(args.address)
     summary = fit_trial(trial, resources, args.out)
-    _emit(summary, args.json, lambda s: _key_values({k: s[k] for k in (
-        "status", "reason", "best_val_acc", "best_epoch", "epochs_run", "wall_time_s", "checkpoint")}))
-    if summary["status"] != "completed":
+    _emit(asdict(summary), args.json, lambda s: _key_values({k: s[k] for k in summary.HEADLINE}))
+    if summary.outcome != COMPLETED:
         sys.exit(1)
 
 

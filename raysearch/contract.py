@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import UserInputError
 
@@ -75,6 +75,17 @@ class Metric:
     # how a trial ended
     DIVERGED = "diverged"
     STATUS_REASON = "status_reason"
+    # added to every Tune result row by Ray itself (names are Ray's)
+    CHECKPOINT_PATH = "checkpoint_path"   # ray.tune.integration.ray_train.TuneReportCallback
+    TRIAL_ID = "trial_id"
+    TIME_TOTAL_S = "time_total_s"
+    TIMESTAMP = "timestamp"
+
+    # Loss terms, as the `train_` / `val_` metrics carry them. Pre-training terms are the names
+    # `models.PretrainOutput.metrics()` gives (the whole objective is PRETRAIN_LOSS_TERM).
+    PRETRAIN_LOSS_TERM = "pretrain_loss"
+    CE_LOSS_TERM = "ce_loss"             # fine-tuning cross-entropy
+    ACC_TERM = "acc"                     # fine-tuning training-batch accuracy
 
     @staticmethod
     def train(term: str) -> str:
@@ -85,6 +96,10 @@ class Metric:
     def val(term: str) -> str:
         """Validation-split average of a loss term, e.g. val('kl_loss') -> 'val_kl_loss'."""
         return f"val_{term}"
+
+
+# The pre-training proxy each `TrainConfig.pretrain_metric` reports.
+PROXY_METRICS: dict[str, str] = {"knn": Metric.VAL_KNN_ACC, "linear_probe": Metric.VAL_PROBE_ACC}
 
 
 # What a search may optimise, and the direction that makes sense for each. Proxies are not here:
@@ -107,6 +122,69 @@ PENDING = "pending"                  # started, nothing reported yet
 OUTCOMES = (COMPLETED, STOPPED_EARLY, OUTCOME_DIVERGED, ERROR, PENDING)
 USABLE_OUTCOMES = frozenset({COMPLETED, STOPPED_EARLY})  # trials whose checkpoint can be exported
 OUTCOME_COLUMN = "outcome"           # the column of results.parquet and the key of result.json
+
+
+class Column:
+    """Columns of results.parquet besides the metric names (one row per trial)."""
+
+    TRIAL_ID = Metric.TRIAL_ID
+    OUTCOME = OUTCOME_COLUMN
+    VARIANT = "variant"
+    EPOCHS_RUN = "epochs_run"            # the last global_epoch reported
+    WALL_TIME_S = "wall_time_s"
+    CPU_HOURS = "cpu_hours"
+    GPU_HOURS = "gpu_hours"
+    CHECKPOINT = "checkpoint"            # the trial's latest checkpoint (it holds the best weights)
+    REASON = "reason"                    # why it diverged or failed
+    TRIAL_DIR = "trial_dir"
+    PARETO = "pareto"                    # with several objectives: on the Pareto front
+    PARAM_PREFIX = "param_"              # param_<name>: a searched parameter's value
+
+    @staticmethod
+    def param(name: str) -> str:
+        return f"{Column.PARAM_PREFIX}{name}"
+
+
+# A run that records no objective (or a train run) is ranked by this.
+DEFAULT_OBJECTIVE = (Metric.BEST_VAL_ACC, "max")
+
+
+# -- what a search optimises and what a trial runs on -----------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    metric: str                       # a key of OBJECTIVES
+    mode: str                         # "max" or "min"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial compute: `workers` Ray Train workers with these CPUs/GPUs each."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+    max_failures: int = 2       # worker-group restarts from the last checkpoint before giving up
+
+    def validate(self) -> "Resources":
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise UserInputError(f"resources: workers={self.workers!r} must be an integer >= 1")
+        if not self.cpus_per_worker > 0 or not self.gpus_per_worker >= 0:
+            raise UserInputError(f"resources: cpus_per_worker={self.cpus_per_worker!r} must be > 0 and "
+                                 f"gpus_per_worker={self.gpus_per_worker!r} >= 0")
+        if not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise UserInputError(f"resources: max_failures={self.max_failures!r} must be an integer >= 0")
+        return self
+
+    @property
+    def threads(self) -> int:
+        """CPU threads each worker may use (torch and OpenMP would otherwise oversubscribe)."""
+        return max(1, int(self.cpus_per_worker))
+
+    def cpu_hours(self, wall_s: float) -> float:
+        return wall_s / 3600 * self.workers * self.cpus_per_worker
+
+    def gpu_hours(self, wall_s: float) -> float:
+        return wall_s / 3600 * self.workers * self.gpus_per_worker
 
 
 # -- the record saved with every checkpoint --------------------------------------------------------
@@ -177,3 +255,68 @@ class TrialMeta:
 
     def with_best(self, **changes: Any) -> "TrialMeta":
         return replace(self, best=replace(self.best, **changes))
+
+
+# -- the summary of a `raysearch train` run ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """`result.json` of `raysearch train --out DIR`: how the trial ended and where its checkpoint is."""
+
+    outcome: str                              # COMPLETED, OUTCOME_DIVERGED or ERROR
+    reason: str | None = None
+    best_val_acc: float | None = None         # the best fine-tuned val_acc (None: never fine-tuned)
+    best_epoch: int | None = None             # its global epoch
+    best_pretrain_val_loss: float | None = None
+    epochs_run: int = 0
+    wall_time_s: float = 0.0
+    cpu_hours: float = 0.0
+    gpu_hours: float = 0.0
+    checkpoint: str | None = None             # the latest checkpoint (holds the best weights)
+    run_dir: str | None = None
+    history_rows: int = 0
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    trial_config: dict[str, Any] = field(default_factory=dict)
+
+    # The fields `raysearch train` prints (all of them with --json).
+    HEADLINE: ClassVar[tuple[str, ...]] = ("outcome", "reason", "best_val_acc", "best_epoch", "epochs_run",
+                                           "wall_time_s", "checkpoint")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "TrainSummary":
+        """Parse and type-check result.json; a wrong field is a one-line UserInputError naming
+        `source`. Fields this version does not know are ignored."""
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise UserInputError(f"{source}: not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})") from None
+        if not isinstance(raw, dict):
+            raise UserInputError(f"{source}: expected a JSON object, found {type(raw).__name__}; "
+                                 "re-run `raysearch train`")
+        if OUTCOME_COLUMN not in raw and "status" in raw:
+            raw = {**raw, OUTCOME_COLUMN: raw["status"]}  # written before the column was renamed
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name not in _SUMMARY_KINDS or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, _SUMMARY_KINDS[name]):
+                raise UserInputError(f"{source}: field {name!r} has the wrong type ({type(value).__name__}); "
+                                     "re-run `raysearch train`")
+            values[name] = value
+        if values.get(OUTCOME_COLUMN) not in OUTCOMES:
+            raise UserInputError(f"{source}: field {OUTCOME_COLUMN!r} is {raw.get(OUTCOME_COLUMN)!r}, expected one of "
+                                 f"{', '.join(OUTCOMES)}; re-run `raysearch train`")
+        return cls(**values)
+
+
+_NUMBER = (int, float)
+_SUMMARY_KINDS: dict[str, type | tuple[type, ...]] = {
+    "outcome": str, "reason": str, "best_val_acc": _NUMBER, "best_epoch": int, "best_pretrain_val_loss": _NUMBER,
+    "epochs_run": int, "wall_time_s": _NUMBER, "cpu_hours": _NUMBER, "gpu_hours": _NUMBER, "checkpoint": str,
+    "run_dir": str, "history_rows": int, "final_metrics": dict, "trial_config": dict,
+}
+assert set(_SUMMARY_KINDS) == {f.name for f in fields(TrainSummary)}

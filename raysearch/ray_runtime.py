@@ -23,10 +23,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
+        ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env())
         return
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=False, configure_logging=False, runtime_env=_RUNTIME_ENV)
+             log_to_driver=False, configure_logging=False, runtime_env=runtime_env())
 
 
 def pin_ray_address() -> None:
@@ -36,4 +36,15 @@ def pin_ray_address() -> None:
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
-_RUNTIME_ENV = {"worker_process_setup_hook": pin_ray_address}
+# Ray Train's controller polls its workers every 2 s by default; a trial then waits up to that long
+# to be noticed as started or finished. 0.2 s cut a no-op 2-worker trial from ~13 s to ~8-12 s here.
+# The controller is an actor of this job, so the job's runtime env carries the setting to it (an
+# explicit setting in this process's environment wins).
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+
+def runtime_env() -> dict:
+    """The job's runtime env: every worker pins its Ray address; Train polls its workers often."""
+    return {"worker_process_setup_hook": pin_ray_address,
+            "env_vars": {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, "0.2")}}

@@ -25,7 +25,8 @@ from raysearch.deploy.export import PROGRAM_FILES, REQUIRED_FILES, TEST_CROP_FRA
 from raysearch.errors import UserInputError
 from raysearch.train.config import TrialConfig
 from raysearch.train.distributed import WorkerContext
-from raysearch.train.loop import BEST_CLASSIFIER_FILE, META_FILE, STATE_FILE, LocalReporter, TrialLoop
+from raysearch.contract import BEST_CLASSIFIER_FILE, META_FILE, STATE_FILE
+from raysearch.train.loop import LocalReporter, TrialLoop
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def checkpoint(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy-trial")
     trial = TrialConfig.from_flat(dict(preset="mvae-tiny", data_dir=str(data_dir), pretrain_epochs=1,
                                        finetune_epochs=2, batch_size=32, seed=0, finetune_lr=1e-2))
-    TrialLoop(trial, WorkerContext(), LocalReporter(root)).run()
+    TrialLoop.build(trial, WorkerContext(), LocalReporter(root)).run()
     return root / "checkpoint"
 
 
@@ -297,9 +298,9 @@ def test_checkpoint_that_never_fine_tuned_is_refused(checkpoint, tmp_path):
 
 
 # -- finding the checkpoint -------------------------------------------------------------------------
-def write_train_run(root: Path, checkpoint: str, status="completed") -> Path:
+def write_train_run(root: Path, checkpoint: str, outcome="completed") -> Path:
     root.mkdir(parents=True)
-    (root / "result.json").write_text(json.dumps({"status": status, "reason": None, "checkpoint": checkpoint,
+    (root / "result.json").write_text(json.dumps({"outcome": outcome, "reason": None, "checkpoint": checkpoint,
                                                   "best_val_acc": 0.5}))
     return root
 
@@ -325,8 +326,8 @@ def test_resolve_copies_a_uri_checkpoint_without_the_resume_state(checkpoint, tm
 
 
 def test_resolve_refuses_a_diverged_train_run_and_says_how_to_export_anyway(checkpoint, tmp_path):
-    run = write_train_run(tmp_path / "run", str(checkpoint), status="diverged")
-    with pytest.raises(UserInputError, match=f"status diverged .*`raysearch export {checkpoint} --out DIR`"):
+    run = write_train_run(tmp_path / "run", str(checkpoint), outcome="diverged")
+    with pytest.raises(UserInputError, match=f"ended diverged .*`raysearch export {checkpoint} --out DIR`"):
         resolve_checkpoint(str(run))
     assert resolve_checkpoint(str(checkpoint))[1]["kind"] == "checkpoint"  # the way out it names
 
@@ -338,12 +339,12 @@ def search_run(checkpoint, tmp_path):
     (pretrain_only / BEST_CLASSIFIER_FILE).unlink()
     ckpt = str(checkpoint)
     rows = [
-        dict(trial_id="t_low", status="completed", val_acc=0.40, best_val_acc=0.50, checkpoint=ckpt),
-        dict(trial_id="t_best", status="completed", val_acc=0.75, best_val_acc=0.80, checkpoint=ckpt),
-        dict(trial_id="t_late_peak", status="stopped_early", val_acc=0.90, best_val_acc=0.70, checkpoint=ckpt),
-        dict(trial_id="t_diverged", status="diverged", val_acc=0.0, best_val_acc=0.95, checkpoint=ckpt),
-        dict(trial_id="t_error", status="error", val_acc=None, best_val_acc=None, checkpoint=None),
-        dict(trial_id="t_pretrain", status="stopped_early", val_acc=0.99, best_val_acc=0.99,
+        dict(trial_id="t_low", outcome="completed", val_acc=0.40, best_val_acc=0.50, checkpoint=ckpt),
+        dict(trial_id="t_best", outcome="completed", val_acc=0.75, best_val_acc=0.80, checkpoint=ckpt),
+        dict(trial_id="t_late_peak", outcome="stopped_early", val_acc=0.90, best_val_acc=0.70, checkpoint=ckpt),
+        dict(trial_id="t_diverged", outcome="diverged", val_acc=0.0, best_val_acc=0.95, checkpoint=ckpt),
+        dict(trial_id="t_error", outcome="error", val_acc=None, best_val_acc=None, checkpoint=None),
+        dict(trial_id="t_pretrain", outcome="stopped_early", val_acc=0.99, best_val_acc=0.99,
              checkpoint=str(pretrain_only)),
     ]
     run = tmp_path / "search"
@@ -374,7 +375,7 @@ def test_resolve_search_trial_selection(search_run):
 
 def test_resolve_search_with_nothing_usable_says_why(search_run):
     run, rows = search_run
-    bad = [r for r in rows if r["status"] in ("diverged", "error")]
+    bad = [r for r in rows if r["outcome"] in ("diverged", "error")]
     pq.write_table(pa.Table.from_pylist(bad), run / "results.parquet")
     with pytest.raises(UserInputError, match=r"no finished trial .* \(1 diverged, 1 error\)"):
         resolve_checkpoint(str(run))

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from raysearch.contract import BEST_CLASSIFIER_FILE, META_FILE, STATE_FILE, TrialMeta
 from raysearch.errors import UserInputError
 from raysearch.train.config import TrialConfig
 from raysearch.train.distributed import WorkerContext
-from raysearch.train.loop import BEST_CLASSIFIER_FILE, STATE_FILE, LocalReporter, TrialLoop
+from raysearch.train.loop import LocalReporter, TrialLoop
 
 
 def trial(data_dir, **settings) -> TrialConfig:
@@ -27,7 +28,7 @@ def trial(data_dir, **settings) -> TrialConfig:
 def run_local(config: TrialConfig, root=None, resume=False):
     torch.set_num_threads(1)
     reporter = LocalReporter(root, resume=resume)
-    loop = TrialLoop(config, WorkerContext(), reporter)
+    loop = TrialLoop.build(config, WorkerContext(), reporter)
     last = loop.run()
     return loop, reporter, last
 
@@ -38,9 +39,31 @@ def test_trial_reports_every_epoch_with_monotonic_global_epoch(synthetic_data):
     assert [h["global_epoch"] for h in history] == [1, 2, 3, 4]
     assert [h["phase"] for h in history] == ["pretrain", "pretrain", "finetune", "finetune"]
     for h in history:
-        assert 0.0 <= h["val_acc"] <= 1.0 and h["samples_per_s"] > 0 and h["lr"] > 0
-    assert {"train_recon_loss", "train_kl_loss", "val_loss"} <= set(history[0])
-    assert history[-1]["best_val_acc"] == max(h["val_acc"] for h in history[2:])
+        assert h["samples_per_s"] > 0 and h["lr"] > 0
+    pretrain, finetune = history[:2], history[2:]
+    for h in pretrain:  # a proxy under its own name; no val_acc a scheduler could mistake for accuracy
+        assert 0.0 <= h["val_knn_acc"] <= 1.0
+        assert not {"val_acc", "best_val_acc", "val_ce_loss"} & set(h)
+        assert {"train_pretrain_loss", "train_recon_loss", "train_kl_loss", "val_pretrain_loss",
+                "val_recon_loss", "val_kl_loss"} <= set(h)
+    for h in finetune:
+        assert 0.0 <= h["val_acc"] <= 1.0 and h["val_ce_loss"] > 0 and "train_ce_loss" in h
+        assert not {"val_knn_acc", "val_pretrain_loss"} & set(h)
+    assert history[-1]["best_val_acc"] == max(h["val_acc"] for h in finetune)
+
+
+def test_linear_probe_proxy_is_reported_as_val_probe_acc(synthetic_data):
+    _, reporter, _ = run_local(trial(synthetic_data, finetune_epochs=0, pretrain_metric="linear_probe"))
+    first = reporter.history[0]
+    assert 0.0 <= first["val_probe_acc"] <= 1.0 and "val_knn_acc" not in first and "val_acc" not in first
+
+
+def test_checkpoint_meta_records_the_best_so_far_without_sentinels(synthetic_data, tmp_path):
+    run_local(trial(synthetic_data, finetune_epochs=0), root=tmp_path)
+    meta = TrialMeta.from_json((tmp_path / "checkpoint" / META_FILE).read_text(), "meta")
+    assert meta.best.val_acc is None and meta.best.epoch is None  # never fine-tuned: nothing, not -1
+    assert meta.best.pretrain_epoch == 1 and meta.best.pretrain_val_loss > 0
+    assert not (tmp_path / "checkpoint" / BEST_CLASSIFIER_FILE).exists()
 
 
 def test_mvqvae_reports_codebook_statistics(synthetic_data):
@@ -61,7 +84,7 @@ def test_label_fraction_trains_on_exactly_that_fraction_of_each_class(synthetic_
 
 def test_linear_probe_keeps_encoder_frozen(synthetic_data):
     loop, _, _ = run_local(trial(synthetic_data, pretrain_epochs=0, finetune_mode="linear"))
-    before = dict(TrialLoop(trial(synthetic_data), WorkerContext(), LocalReporter()).model.encoder.state_dict())
+    before = dict(TrialLoop.build(trial(synthetic_data), WorkerContext(), LocalReporter()).model.encoder.state_dict())
     after = loop.classifier.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
 
@@ -85,7 +108,7 @@ def test_resume_continues_without_repeating_epochs(synthetic_data, tmp_path):
                 raise Crash()
 
     with pytest.raises(Crash):
-        TrialLoop(config, WorkerContext(), CrashAfter(tmp_path)).run()
+        TrialLoop.build(config, WorkerContext(), CrashAfter(tmp_path)).run()
     saved = torch.load(tmp_path / "checkpoint" / STATE_FILE, weights_only=True)
     assert (saved["phase"], saved["epoch"]) == ("finetune", 1)
     _, reporter, _ = run_local(config, root=tmp_path, resume=True)
@@ -107,27 +130,30 @@ def test_bad_settings_are_refused_before_training(synthetic_data):
 # -- on local Ray Train with 2 workers --------------------------------------------------------------
 @pytest.mark.slow
 def test_two_worker_trial_learns_far_above_chance(synthetic_data, ray_two_cpus, tmp_path):
-    from raysearch.train.driver import Resources, fit_trial
+    from raysearch.contract import Resources
+    from raysearch.train.driver import fit_trial
 
     config = trial(synthetic_data, pretrain_epochs=1, finetune_epochs=8, finetune_lr=1e-2)
     summary = fit_trial(config, Resources(workers=2, cpus_per_worker=1), tmp_path / "run")
-    assert summary["status"] == "completed", summary["reason"]
+    assert summary.outcome == "completed", summary.reason
     chance = 1.0 / 6
-    assert summary["best_val_acc"] > 3 * chance, summary["best_val_acc"]
-    assert summary["epochs_run"] == 9
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["best_val_acc"] == summary["best_val_acc"]
+    assert summary.best_val_acc > 3 * chance, summary.best_val_acc
+    assert summary.epochs_run == 9
+    written = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert written["outcome"] == "completed" and written["best_val_acc"] == summary.best_val_acc
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_two_cpus, tmp_path):
     import psutil
-    from raysearch.train.driver import Resources, fit_trial
+    from raysearch.contract import Resources
+    from raysearch.train.driver import fit_trial
 
     config = trial(synthetic_data, pretrain_epochs=3, finetune_epochs=5)
     out = tmp_path / "run"
     result = {}
-    thread = threading.Thread(target=lambda: result.update(fit_trial(config, Resources(workers=2), out)))
+    thread = threading.Thread(target=lambda: result.update(summary=fit_trial(config, Resources(workers=2), out)))
     thread.start()
     killed = None
     deadline = time.time() + 240
@@ -144,8 +170,9 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_
         time.sleep(0.2)
     thread.join(timeout=400)
     assert killed is not None, "the trial finished before a worker could be killed"
-    assert result["status"] == "completed", result["reason"]
-    final = result["final_metrics"]
+    summary = result["summary"]
+    assert summary.outcome == "completed", summary.reason
+    final = summary.final_metrics
     assert final["global_epoch"] == 8
     assert final["resumed_from_global_epoch"] >= 1, "the restarted group resumed from a checkpoint"
 
@@ -154,13 +181,14 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(synthetic_data, ray_
 def test_two_worker_mvqvae_trial_syncs_codebook_stats_without_deadlock(synthetic_data, ray_two_cpus, tmp_path):
     """Codebook counts are all-reduced in training steps only: evaluation shards differ in batch
     count across workers, and a collective there hung the second trial of a smoke search."""
-    from raysearch.train.driver import Resources, fit_trial
+    from raysearch.contract import Resources
+    from raysearch.train.driver import fit_trial
 
     config = trial(synthetic_data, preset="mvqvae-tiny", pretrain_epochs=2, finetune_epochs=1)
     summary = fit_trial(config, Resources(workers=2, cpus_per_worker=0.95), tmp_path / "run")
-    assert summary["status"] == "completed", summary["reason"]
-    assert summary["final_metrics"]["global_epoch"] == 3
-    assert summary["best_pretrain_val_loss"] is not None
+    assert summary.outcome == "completed", summary.reason
+    assert summary.final_metrics["global_epoch"] == 3
+    assert summary.best_pretrain_val_loss is not None
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import check_out_dir, export_artifact, resolve_checkpoint
+    from ..contract import Metric
+    from .export import CONFIG_FILE, METRICS_FILE, check_out_dir, export_artifact, resolve_checkpoint
 
     check_out_dir(Path(args.out).absolute(), args.overwrite)  # before fetching a remote checkpoint
     print(f"export: finding the checkpoint in {args.run_dir}", file=sys.stderr)
@@ -64,11 +65,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     finally:
         if info.get("fetched"):
             shutil.rmtree(local, ignore_errors=True)
-    config = json.loads((out / "config.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / CONFIG_FILE).read_text())
+    metrics = json.loads((out / METRICS_FILE).read_text())
     summary: dict[str, Any] = {
         "artifact": str(out), "run_dir": info["run_dir"], "trial_id": info.get("trial_id"),
-        "checkpoint": info["checkpoint"], "best_val_acc": metrics.get("best_val_acc"),
+        "checkpoint": info["checkpoint"], Metric.BEST_VAL_ACC: metrics.get(Metric.BEST_VAL_ACC),
         "export_format": config["export_format"], "program_file": config["program_file"],
         "num_classes": config["model_config"]["num_classes"],
         "max_abs_diff": config["verification"]["max_abs_diff"],

@@ -50,8 +50,10 @@ import raysearch
 from models import ModelConfig, ModelConfigError, STTFormerClassifier
 
 from ..data.preprocessing import artifact_preprocessing, read_preprocessing
+from .. import runs
+from ..contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, META_FILE, OUTCOME_COLUMN, RESULTS_FILE,
+                        SPACE_FILE, TRAIN_RESULT_FILE, USABLE_OUTCOMES, Column, Metric, TrialMeta)
 from ..errors import UserInputError
-from ..train.loop import BEST_CLASSIFIER_FILE, META_FILE
 
 ARTIFACT_FORMAT = "raysearch-artifact"
 ARTIFACT_VERSION = 1
@@ -70,145 +72,69 @@ VERIFY_ATOL = 1e-4
 # The first size is the one traced; the others prove the batch axis really is dynamic.
 VERIFY_BATCH_SIZES = (3, 1, 5)
 
-TRAIN_RESULT_FILE = "result.json"   # written by `raysearch train --out DIR`
-RESULTS_FILE = "results.parquet"    # written by `raysearch search` / `raysearch report`
-SPACE_FILE = "search_space.json"
-USABLE_STATUSES = frozenset({"completed", "stopped_early", "terminated"})
-DEFAULT_OBJECTIVE = {"metric": "best_val_acc", "mode": "max"}  # when a run records none
-
 _REEXPORT = "re-export it with `raysearch export RUN_DIR --out DIR --overwrite`"
 
 
 # -- finding the checkpoint -----------------------------------------------------------------------
-def _open_dir(location: str, what: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """(filesystem, path) of a directory given as a local path or a URI (file://, s3://, gs://)."""
-    try:
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(
-            location if "://" in location else os.path.abspath(location))
-    except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise UserInputError(f"{what} {location}: cannot open ({reason})") from None
-    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.Directory:
-        raise UserInputError(f"{what} {location}: no such directory; check the path")
-    return filesystem, path.rstrip("/")
-
-
-def _is_file(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:
-    return filesystem.get_file_info(path).type == pyarrow.fs.FileType.File
-
-
-def _read_json(filesystem: pyarrow.fs.FileSystem, path: str, shown: str) -> Any:
-    with filesystem.open_input_stream(path) as f:
-        text = f.read().decode(errors="replace")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserInputError(f"file {shown}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def _checkpoint_location(checkpoint: str, run_dir: str) -> str:
-    """Where a recorded checkpoint lives. Ray records storage paths without the URI scheme
-    (`bucket/exp/checkpoint_000003` for s3://), so a scheme-less path inherits the run's."""
-    if "://" in checkpoint:
-        return checkpoint
-    if "://" in run_dir:
-        scheme = run_dir.split("://", 1)[0]
-        return f"file://{checkpoint}" if scheme == "file" else f"{scheme}://{checkpoint.lstrip('/')}"
-    return checkpoint if os.path.isabs(checkpoint) else os.path.join(run_dir, checkpoint)
-
-
-def _has_classifier(location: str) -> bool | None:
-    """Whether the checkpoint holds fine-tuned weights; None when it cannot be reached."""
-    try:
-        filesystem, path = _open_dir(location, "checkpoint")
-    except UserInputError:
-        return None
-    return _is_file(filesystem, f"{path}/{BEST_CLASSIFIER_FILE}")
-
-
 def _finite_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _row_checkpoint(row: dict[str, Any]) -> str | None:
-    value = row.get("checkpoint")
+    value = row.get(Column.CHECKPOINT)
     return value if isinstance(value, str) and value else None
 
 
-def _row_status(row: dict[str, Any]) -> str | None:
-    """Lower-case outcome of a results row (`status` or `outcome` column; `diverged` metric wins)."""
-    if _finite_number(row.get("diverged")) and row["diverged"]:
-        return "diverged"
-    value = row.get("status", row.get("outcome"))
-    return value.lower() if isinstance(value, str) else None
+def _row_outcome(row: dict[str, Any]) -> str | None:
+    value = row.get(Column.OUTCOME)
+    return value if isinstance(value, str) else None
 
 
-def _read_results(filesystem: pyarrow.fs.FileSystem, path: str, run_dir: str) -> list[dict[str, Any]]:
-    results = f"{path}/{RESULTS_FILE}"
-    if _is_file(filesystem, results):
-        import pyarrow.parquet
-
-        try:
-            return pyarrow.parquet.read_table(results, filesystem=filesystem).to_pylist()
-        except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ... for a damaged file
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise UserInputError(f"file {run_dir}/{RESULTS_FILE}: cannot be read ({reason}); "
-                                 f"re-create it with `raysearch report {run_dir}`") from None
-    from ..tune.results import collect_results
-
-    return collect_results(run_dir).to_dict("records")
-
-
-def _train_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> dict[str, Any]:
+def _train_run(run_dir: str, trial_id: str | None) -> dict[str, Any]:
     if trial_id is not None:
         raise UserInputError(f"--trial {trial_id}: {run_dir} is a `raysearch train` run (one trial); drop --trial")
-    summary = _read_json(filesystem, f"{path}/{TRAIN_RESULT_FILE}", f"{run_dir}/{TRAIN_RESULT_FILE}")
-    if not isinstance(summary, dict):
-        raise UserInputError(f"file {run_dir}/{TRAIN_RESULT_FILE}: expected a JSON object; re-run `raysearch train`")
-    checkpoint, status = summary.get("checkpoint"), summary.get("status")
-    reason = summary.get("reason") or "no reason recorded"
-    if not checkpoint:
-        raise UserInputError(f"run {run_dir}: result.json has no checkpoint (status {status}: {reason}); "
-                             "the trial never reported one, re-run `raysearch train`")
-    if status not in (None, "completed"):
-        raise UserInputError(f"run {run_dir}: the trial ended with status {status} ({reason}); to export its "
-                             f"best weights anyway, run `raysearch export {checkpoint} --out DIR`, or re-train")
-    return {"kind": "train", "run_dir": run_dir, "trial_id": None, "checkpoint": checkpoint,
-            "status": status, "objective": {"metric": "best_val_acc", "mode": "max",
-                                            "value": summary.get("best_val_acc")}}
+    summary = runs.read_train_summary(run_dir)
+    reason = summary.reason or "no reason recorded"
+    if not summary.checkpoint:
+        raise UserInputError(f"run {run_dir}: {TRAIN_RESULT_FILE} has no checkpoint ({OUTCOME_COLUMN} "
+                             f"{summary.outcome}: {reason}); the trial never reported one, re-run `raysearch train`")
+    if summary.outcome != COMPLETED:
+        raise UserInputError(f"run {run_dir}: the trial ended {summary.outcome} ({reason}); to export its best "
+                             f"weights anyway, run `raysearch export {summary.checkpoint} --out DIR`, or re-train")
+    metric, mode = DEFAULT_OBJECTIVE
+    return {"kind": runs.TRAIN, "run_dir": run_dir, "trial_id": None, "checkpoint": summary.checkpoint,
+            OUTCOME_COLUMN: summary.outcome, "objective": {"metric": metric, "mode": mode,
+                                                           "value": summary.best_val_acc}}
 
 
-def _search_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> dict[str, Any]:
-    space_path = f"{path}/{SPACE_FILE}"
-    space = _read_json(filesystem, space_path, f"{run_dir}/{SPACE_FILE}") if _is_file(filesystem, space_path) else {}
-    objectives = space.get("objectives") if isinstance(space, dict) else None
-    primary = objectives[0] if isinstance(objectives, list) and objectives else DEFAULT_OBJECTIVE
-    if not (isinstance(primary, dict) and isinstance(primary.get("metric"), str)
-            and primary.get("mode") in ("min", "max")):
-        raise UserInputError(f"file {run_dir}/{SPACE_FILE}: objectives[0] must be {{metric, mode: min|max}}, got "
-                             f"{primary!r}; re-create it with `raysearch search`")
-    metric, mode = primary["metric"], primary["mode"]
-    rows = _read_results(filesystem, path, run_dir)
+def _search_run(run_dir: str, trial_id: str | None) -> dict[str, Any]:
+    filesystem, path = runs.open_location(run_dir)
+    if runs.is_file(filesystem, f"{path}/{SPACE_FILE}"):
+        primary = runs.read_search(run_dir).primary
+        metric, mode = primary.metric, primary.mode
+    else:
+        metric, mode = DEFAULT_OBJECTIVE
+    rows = runs.read_results(run_dir)
     if not rows:
         raise UserInputError(f"run {run_dir}: no trial has reported yet; wait for the search to finish a trial")
     # Export takes each trial's best fine-tuned weights, whose accuracy is best_val_acc; the last
-    # reported val_acc may be a later, worse epoch (or a kNN proxy when stopped in pre-training).
-    rank_by = "best_val_acc" if metric == "val_acc" and "best_val_acc" in rows[0] else metric
-    ids = [str(r.get("trial_id")) for r in rows]
+    # reported val_acc may be a later, worse epoch.
+    rank_by = Metric.BEST_VAL_ACC if metric == Metric.VAL_ACC and Metric.BEST_VAL_ACC in rows[0] else metric
+    ids = [str(r.get(Column.TRIAL_ID)) for r in rows]
     if trial_id is not None:
-        matches = [r for r in rows if str(r.get("trial_id")) == trial_id]
+        matches = [r for r in rows if str(r.get(Column.TRIAL_ID)) == trial_id]
         if not matches:
             raise UserInputError(f"--trial {trial_id}: not in run {run_dir}; available: {', '.join(ids)}")
         row = matches[0]
         if _row_checkpoint(row) is None:
-            with_checkpoint = [str(r.get("trial_id")) for r in rows if _row_checkpoint(r)]
-            raise UserInputError(f"--trial {trial_id}: has no checkpoint (status {_row_status(row)}); trials "
-                                 f"with one: {', '.join(with_checkpoint) or 'none'}")
+            with_checkpoint = [str(r.get(Column.TRIAL_ID)) for r in rows if _row_checkpoint(r)]
+            raise UserInputError(f"--trial {trial_id}: has no checkpoint ({OUTCOME_COLUMN} {_row_outcome(row)}); "
+                                 f"trials with one: {', '.join(with_checkpoint) or 'none'}")
     else:
-        usable = [r for r in rows if _row_status(r) in USABLE_STATUSES | {None}
+        usable = [r for r in rows if _row_outcome(r) in USABLE_OUTCOMES
                   and _row_checkpoint(r) and _finite_number(r.get(rank_by))]
         if not usable:
-            counts = Counter(_row_status(r) or "unknown" for r in rows)
+            counts = Counter(_row_outcome(r) or "unknown" for r in rows)
             summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             raise UserInputError(f"run {run_dir}: no finished trial with a checkpoint and a {rank_by} ({summary}); "
                                  "fix the search (e.g. lower lr if trials diverged) and re-run, or pick one "
@@ -216,11 +142,11 @@ def _search_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> di
         usable.sort(key=lambda r: float(r[rank_by]), reverse=mode == "max")  # stable: ties keep order
         unreachable, skipped = [], []
         for row in usable:
-            location = _checkpoint_location(_row_checkpoint(row), run_dir)
-            found = _has_classifier(location)
+            location = runs.checkpoint_location(_row_checkpoint(row), run_dir)
+            found = runs.has_classifier(location)
             if found:
                 break
-            skipped.append(str(row.get("trial_id")))
+            skipped.append(str(row.get(Column.TRIAL_ID)))
             if found is None:
                 unreachable.append(location)
         else:
@@ -231,8 +157,8 @@ def _search_run(filesystem, path: str, run_dir: str, trial_id: str | None) -> di
             raise UserInputError(f"run {run_dir}: none of the {len(usable)} finished trials has fine-tuned weights "
                                  f"({BEST_CLASSIFIER_FILE}); they stopped before fine-tuning, so give trials more "
                                  "epochs or a later grace period")
-    return {"kind": "search", "run_dir": run_dir, "trial_id": str(row.get("trial_id")),
-            "checkpoint": _row_checkpoint(row), "status": _row_status(row),
+    return {"kind": runs.SEARCH, "run_dir": run_dir, "trial_id": str(row.get(Column.TRIAL_ID)),
+            "checkpoint": _row_checkpoint(row), OUTCOME_COLUMN: _row_outcome(row),
             "objective": {"metric": rank_by, "mode": mode, "value": row.get(rank_by)},
             "skipped": [] if trial_id is not None else skipped}
 
@@ -243,13 +169,13 @@ def _fetch(location: str) -> tuple[str, bool]:
     Local paths are used in place. URIs are copied into a fresh temporary directory (the caller
     removes it); only the two files export needs, not the resume state (optimizer and all).
     """
-    filesystem, path = _open_dir(location, "checkpoint")
+    filesystem, path = runs.open_location(location, "checkpoint")
     if "://" not in location:
         return path, False
     local = tempfile.mkdtemp(prefix="raysearch-export-")
     try:
         for name in (META_FILE, BEST_CLASSIFIER_FILE):
-            if _is_file(filesystem, f"{path}/{name}"):
+            if runs.is_file(filesystem, f"{path}/{name}"):
                 pyarrow.fs.copy_files(f"{path}/{name}", os.path.join(local, name), source_filesystem=filesystem,
                                       destination_filesystem=pyarrow.fs.LocalFileSystem())
     except Exception as exc:  # network and permission errors surface as several pyarrow types
@@ -263,28 +189,29 @@ def resolve_checkpoint(run_dir: str, trial_id: str | None = None) -> tuple[str, 
     """The local checkpoint directory to export from `run_dir`, and where it came from.
 
     `run_dir` is a `raysearch train --out` directory (result.json names its checkpoint), a
-    `raysearch search` run (results.parquet, else `collect_results`; the best trial by the primary
-    objective among finished trials whose checkpoint holds fine-tuned weights, or `trial_id`),
-    or a checkpoint directory itself. The info dict has `kind`, `run_dir`, `trial_id`,
-    `checkpoint` (full location), `status`, `objective`, for searches `skipped` (better-ranked
+    `raysearch search` run (results.parquet, else the trials' own results; the best trial by the
+    primary objective among finished trials whose checkpoint holds fine-tuned weights, or
+    `trial_id`), or a checkpoint directory itself. The info dict has `kind`, `run_dir`, `trial_id`,
+    `checkpoint` (full location), `outcome`, `objective`, for searches `skipped` (better-ranked
     trials without fine-tuned weights) and `fetched`: when True the directory is a temporary
     copy of a remote checkpoint that the caller should delete.
     """
-    filesystem, path = _open_dir(run_dir, "run")
-    if _is_file(filesystem, f"{path}/{META_FILE}"):
+    filesystem, path = runs.open_location(run_dir)
+    kind = runs.kind_of(filesystem, path)
+    if kind == runs.CHECKPOINT:
         if trial_id is not None:
             raise UserInputError(f"--trial {trial_id}: {run_dir} is a single checkpoint; drop --trial")
-        info = {"kind": "checkpoint", "run_dir": run_dir, "trial_id": None, "checkpoint": run_dir,
-                "status": None, "objective": None}
-    elif _is_file(filesystem, f"{path}/{TRAIN_RESULT_FILE}"):
-        info = _train_run(filesystem, path, run_dir, trial_id)
-    elif _is_file(filesystem, f"{path}/{RESULTS_FILE}") or _is_file(filesystem, f"{path}/{SPACE_FILE}"):
-        info = _search_run(filesystem, path, run_dir, trial_id)
+        info = {"kind": kind, "run_dir": run_dir, "trial_id": None, "checkpoint": run_dir,
+                OUTCOME_COLUMN: None, "objective": None}
+    elif kind == runs.TRAIN:
+        info = _train_run(run_dir, trial_id)
+    elif kind == runs.SEARCH:
+        info = _search_run(run_dir, trial_id)
     else:
         raise UserInputError(f"run {run_dir}: holds neither {TRAIN_RESULT_FILE} (train run), {RESULTS_FILE} / "
                              f"{SPACE_FILE} (search run) nor {META_FILE} (checkpoint); pass the directory "
                              "that `raysearch train` or `raysearch search` printed")
-    location = _checkpoint_location(info["checkpoint"], run_dir)
+    location = runs.checkpoint_location(info["checkpoint"], run_dir)
     local, fetched = _fetch(location)
     return local, {**info, "checkpoint": location, "fetched": fetched}
 
@@ -408,7 +335,7 @@ def _sha256(path: Path) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    """Non-finite floats (meta.json's "nothing yet" markers) become null: strict JSON for any reader."""
+    """Non-finite floats (a diverged trial's last losses) become null: strict JSON for any reader."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -480,14 +407,12 @@ def export_artifact(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLik
                              "fine-tuning epoch; export a trial with finetune_epochs >= 1")
     meta_where = f"file {checkpoint / META_FILE}"
     try:
-        meta = json.loads((checkpoint / META_FILE).read_text())
-    except ValueError as exc:
-        raise UserInputError(f"{meta_where}: not valid JSON ({exc}); {fix}") from None
-    if not isinstance(meta, dict) or not {"model_config", "class_names", "layout"} <= set(meta):
-        raise UserInputError(f"{meta_where}: needs model_config, class_names and layout; {fix}")
-    config = _model_config(meta["model_config"], meta_where)
-    class_names = meta["class_names"]
-    if not isinstance(class_names, list) or len(class_names) != config.num_classes:
+        meta = TrialMeta.from_json((checkpoint / META_FILE).read_text(errors="replace"), meta_where)
+    except UserInputError as exc:
+        raise UserInputError(f"{exc}; {fix}") from None
+    config = _model_config(meta.model_config, meta_where)
+    class_names = meta.class_names
+    if len(class_names) != config.num_classes:
         raise UserInputError(f"{meta_where}: class_names must list {config.num_classes} names (num_classes); {fix}")
     state = _read_weights(checkpoint / BEST_CLASSIFIER_FILE, fix)
     classifier = _build_classifier(config, state, f"file {checkpoint / BEST_CLASSIFIER_FILE}", fix)
@@ -533,18 +458,17 @@ def export_artifact(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLik
             "sha256": {WEIGHTS_FILE: _sha256(staging / WEIGHTS_FILE), program_path.name: _sha256(program_path)},
         })
         _write_json(staging / LABELS_FILE, class_names)
-        best = meta.get("best", {})
         _write_json(staging / METRICS_FILE, {
-            "best_val_acc": best.get("val_acc"),
-            "best_epoch": best.get("epoch"),
-            "best_pretrain_val_loss": best.get("pretrain_val_loss"),
-            "global_epoch": meta.get("global_epoch"),
-            "last_metrics": meta.get("last_metrics", {}),
-            "trial_config": meta.get("trial_config", {}),
+            Metric.BEST_VAL_ACC: meta.best.val_acc,
+            "best_epoch": meta.best.epoch,
+            "best_pretrain_val_loss": meta.best.pretrain_val_loss,
+            Metric.GLOBAL_EPOCH: meta.global_epoch,
+            "last_metrics": meta.last_metrics,
+            "trial_config": meta.trial_config,
             "source": {k: v for k, v in (source or {"checkpoint": str(checkpoint)}).items() if k != "fetched"},
         })
         _write_json(staging / PREPROCESSING_FILE,
-                    _preprocessing(config, meta["layout"], meta.get("trial_config", {}).get("data_dir")))
+                    _preprocessing(config, meta.layout, meta.trial_config.get("data_dir")))
         _place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

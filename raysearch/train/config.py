@@ -1,9 +1,10 @@
 """Typed trial configuration: the model (preset + overrides) and the training recipe.
 
 Field names are the public names used by `raysearch train --set`, search-space YAML and reports.
-Defaults are the paper's recipe (section 4.2). `TrialConfig.from_flat` accepts one flat mapping
-(as Ray Tune hands a trial its config) and routes every key to the model or the recipe, refusing
-unknown names with a message that lists the known ones.
+Defaults are the paper's recipe (section 4.2). `TrialConfig.from_flat` is the one parser of flat
+settings (`--set` pairs, or the parameters a search samples): it routes every key to the model or
+the recipe, refuses unknown names with a message that lists the known ones, and validates. The
+resulting frozen `TrialConfig` is what travels to the workers; `to_flat` only writes records.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     label_fraction: float = 1.0             # per-class fraction of train labels for fine-tuning
     finetune_mode: str = "full"             # "full" fine-tuning or "linear" probe (frozen encoder)
-    pretrain_metric: str = "knn"            # val_acc proxy during pre-training
+    pretrain_metric: str = "knn"            # pre-training proxy: val_knn_acc or val_probe_acc
     knn_k: int = 20
     seed: int = 0
     augment: bool = True

@@ -1,7 +1,9 @@
 """Who this worker is and the few collectives the loop needs (no-ops in a single process).
 
 Ray Train sets up the process group (Gloo on CPU, NCCL on GPU); the loop only reads it through
-`torch.distributed`, so the same code runs as one plain process in tests and benchmarks.
+`torch.distributed`, so the same code runs as one plain process in tests and benchmarks. A
+`WorkerContext` is also the `collectives` a model takes (`sum` and `broadcast`, see
+`models.collectives`): the vector quantizer sums code counts over workers with it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class WorkerContext:
         out = values.detach().clone()
         if self.distributed:
             dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """Rank 0's values on every worker (a copy; the input is untouched)."""
+        out = values.detach().clone()
+        if self.distributed:
+            dist.broadcast(out, src=0)
         return out
 
     def any(self, flag: bool) -> bool:

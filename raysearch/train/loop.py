@@ -4,27 +4,31 @@
 `Reporter` (metrics and checkpoints out, the checkpoint to resume from in). `train_loop_per_worker`
 plugs it into Ray Train; tests and benchmarks run it in-process with `LocalReporter`.
 
+A trial is a sequence of `Phase`s run by one epoch loop: pre-training (masked reconstruction of
+the whole SkeletonMAE) and fine-tuning (encoder + fresh head). A phase says what it trains, on
+which loader, at which learning rate, how one step goes, how it is evaluated, and which epoch's
+weights it keeps: pre-training keeps the encoder with the lowest `val_pretrain_loss`, fine-tuning
+the classifier with the best `val_acc` (paper section 4.2).
+
 Every epoch reports a monotonic `global_epoch` (pre-train epochs, then fine-tune epochs), the
-phase, losses, learning rate, throughput and `val_acc`: kNN (or linear-probe) accuracy of pooled
-encoder features during pre-training, classifier accuracy during fine-tuning. Pre-training keeps
-the encoder with the lowest validation loss, fine-tuning the classifier with the best accuracy
-(paper section 4.2). Every checkpoint holds model, optimizer, scheduler, phase, epoch, RNG state and
-the best weights so far, so a restarted worker group resumes without repeating finished epochs.
+phase, losses, learning rate and throughput. Pre-training reports its validation losses and a
+representation proxy (`val_knn_acc` or `val_probe_acc`), fine-tuning `val_acc` and `val_ce_loss`;
+the names are `raysearch.contract.Metric`. Every checkpoint holds model, optimizer, scheduler,
+phase, epoch, RNG state and the best weights so far, so a restarted worker group resumes without
+repeating finished epochs.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,21 +36,26 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import models
-from models import SkeletonMAE, STTFormerClassifier, reconstruction_error_per_joint
+from models import ModelConfig, SkeletonMAE, STTFormerClassifier, reconstruction_error_per_joint
 
-from ..data.dataset import SkeletonDataset
+from ..contract import (BEST_CLASSIFIER_FILE, DIVERGED, FINETUNE, META_FILE, PRETRAIN, PROXY_METRICS, STATE_FILE,
+                        BestSoFar, Metric, TrialMeta)
 from ..data.cache import resolve_data
+from ..data.dataset import SkeletonDataset
 from ..data.format import open_dataset
 from ..data.splits import label_fraction_subset
 from ..errors import UserInputError
 from .config import TrialConfig
 from .distributed import WorkerContext
-from .evaluate import classifier_metrics, knn_accuracy, pooled_features, pretrain_val_loss
+from .evaluate import classifier_metrics, knn_accuracy, linear_probe_accuracy, pretrain_val_loss
 
-STATE_FILE = "state.pt"                  # everything needed to resume (weights_only-loadable)
-BEST_CLASSIFIER_FILE = "best_classifier.pt"  # state dict of the best fine-tuned classifier
-META_FILE = "meta.json"                  # configs, class names and best metrics, for export
-KNN_BANK_SIZE = 4096                     # training samples whose features form the kNN bank
+KNN_BANK_SIZE = 4096          # training samples whose features form the kNN / linear-probe bank
+EPOCH_SEED_STRIDE = 1_000_003  # a prime: (seed, global epoch) pairs give distinct epoch seeds
+
+
+def epoch_seed(seed: int, global_epoch: int) -> int:
+    """Seed of the shuffle and the augmentations of the epoch that follows `global_epoch`."""
+    return seed * EPOCH_SEED_STRIDE + global_epoch
 
 
 class Reporter(Protocol):
@@ -83,93 +92,260 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def _phase_lr(base_lr: float, milestones, gamma: float, epoch: int) -> float:
-    return base_lr * gamma ** sum(epoch >= m for m in milestones)
+# -- what a trial is built from -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Loaders:
+    pretrain: DataLoader          # the whole training split, augmented
+    finetune: DataLoader          # the label-fraction subset of it, augmented
+    val: DataLoader               # this worker's shard of the validation split
+    bank: DataLoader              # this worker's shard of the kNN / probe bank (training samples)
+    finetune_indices: list[int]   # the training samples fine-tuning sees
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """The opened data, the seeded model, the loaders and the static metrics of one trial."""
+
+    dataset: Any                  # raysearch.data.format.Dataset
+    model_config: ModelConfig
+    model: torch.nn.Module        # SkeletonMAE, or the classifier alone for variant sttformer
+    loaders: Loaders
+    static_metrics: dict[str, float]
+
+
+def prepare_trial(trial: TrialConfig, ctx: WorkerContext) -> TrialSetup:
+    """Open (or generate) the data, build the model with the same initial weights on every worker,
+    count its parameters and FLOPs, and build the loaders."""
+    recipe = trial.train
+    if recipe.batch_size < ctx.world_size:
+        raise UserInputError(f"batch_size={recipe.batch_size} is smaller than the {ctx.world_size} workers; "
+                             "raise batch_size or use fewer workers")
+    dataset = open_dataset(resolve_data(trial.data_dir))
+    if "val" not in dataset.split_names:
+        raise UserInputError(f"dataset {trial.data_dir} has no 'val' split; re-run `raysearch prepare` "
+                             "(it carves a per-class validation split from train)")
+    model_config = trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes,
+                                      dataset.num_channels)
+    torch.manual_seed(recipe.seed)  # identical initial weights on every worker
+    model = models.build_from_config(model_config, collectives=ctx).to(ctx.device)
+    if recipe.init_from:
+        models.load_encoder_weights(model.encoder, models.read_state_dict(recipe.init_from), recipe.init_from)
+    return TrialSetup(dataset, model_config, model, _loaders(dataset, trial, model_config.num_frames, ctx),
+                      _static_metrics(model, ctx))
+
+
+def _static_metrics(model: torch.nn.Module, ctx: WorkerContext) -> dict[str, float]:
+    info = {Metric.PARAMS: float(models.count_parameters(model))}
+    if ctx.is_main:  # FLOP counting runs the model once; the main worker's report is the one kept
+        info.update({k: float(v) for k, v in models.model_info(model).items()
+                     if k in (Metric.PRETRAIN_GFLOPS, Metric.CLASSIFIER_GFLOPS) and v is not None})
+    return info
+
+
+def _loader(dataset, recipe, ctx: WorkerContext, train: bool) -> DataLoader:
+    """Training: shuffled shards per worker (a label-fraction subset smaller than one batch keeps
+    its last partial batch). Evaluation: this worker's shard in order."""
+    workers = recipe.loader_workers
+    drop_last = train and len(dataset) >= recipe.batch_size
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=recipe.seed, drop_last=drop_last) if train else None
+    return DataLoader(dataset, batch_size=recipe.batch_size // ctx.world_size, sampler=sampler, drop_last=drop_last,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+
+
+def _loaders(data, trial: TrialConfig, num_frames: int, ctx: WorkerContext) -> Loaders:
+    r, T = trial.train, num_frames
+    train_labels = data.split("train").labels
+    finetune_indices = label_fraction_subset(train_labels, r.label_fraction, r.seed)
+    train_aug = SkeletonDataset(data, "train", T, train=r.augment, seed=r.seed)
+    finetune_set = SkeletonDataset(data, "train", T, train=r.augment, indices=finetune_indices, seed=r.seed)
+    val_len = len(data.split("val"))
+    val = Subset(SkeletonDataset(data, "val", T, train=False), ctx.shard(range(val_len)))
+    g = torch.Generator().manual_seed(r.seed)
+    bank = torch.randperm(len(train_labels), generator=g)[:KNN_BANK_SIZE].sort().values.tolist()
+    return Loaders(pretrain=_loader(train_aug, r, ctx, train=True), finetune=_loader(finetune_set, r, ctx, train=True),
+                   val=_loader(val, r, ctx, train=False),
+                   bank=_loader(SkeletonDataset(data, "train", T, train=False, indices=ctx.shard(bank)), r, ctx, False),
+                   finetune_indices=finetune_indices)
+
+
+# -- one phase ------------------------------------------------------------------------------------
+Step = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a trial, as the epoch loop runs it."""
+
+    name: str                                   # contract.PRETRAIN or contract.FINETUNE
+    module: torch.nn.Module                     # what the optimizer steps (and the checkpoint holds)
+    loader: DataLoader
+    epochs: int
+    lr: float
+    step: Step                                  # (module, x, y) -> (loss, named terms of this batch)
+    evaluate: Callable[[], dict[str, float]]    # validation metrics after an epoch
+    select: Callable[[dict[str, float]], None]  # keeps the weights if this epoch is the best so far
+    before_epoch: Callable[[], None] = lambda: None
+    after_epoch: Callable[[], None] = lambda: None
+    extra_metrics: dict[str, Any] | None = None  # reported with every epoch of this phase
+
+
+def pretrain_step(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    out = module(x)
+    return out.loss, out.metrics()
+
+
+def finetune_step(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    logits = module(x)
+    loss = F.cross_entropy(logits.float(), y)
+    return loss, {Metric.CE_LOSS_TERM: float(loss.detach()),
+                  Metric.ACC_TERM: float((logits.argmax(1) == y).float().mean())}
 
 
 class TrialLoop:
-    def __init__(self, trial: TrialConfig, ctx: WorkerContext, reporter: Reporter,
+    """Runs one trial on one worker. The constructor only wires things up; `build` prepares the
+    data and the model first, `run` trains."""
+
+    def __init__(self, trial: TrialConfig, setup: TrialSetup, ctx: WorkerContext, reporter: Reporter,
                  log_dir: str | None = None):
-        self.trial, self.recipe, self.ctx, self.reporter = trial, trial.train, ctx, reporter
-        torch.manual_seed(self.recipe.seed)  # identical initial weights on every worker
-        self.dataset = open_dataset(resolve_data(trial.data_dir))
-        self.class_names = list(self.dataset.class_names)
-        self.model_config = trial.model_config(self.dataset.num_joints, self.dataset.max_persons,
-                                               self.dataset.num_classes, self.dataset.num_channels)
-        self.model = models.build_from_config(self.model_config).to(ctx.device)
-        if self.recipe.init_from:
-            models.load_encoder_weights(self.model.encoder, models.read_state_dict(self.recipe.init_from),
-                                        self.recipe.init_from)
-        self.pretrains = isinstance(self.model, SkeletonMAE) and self.recipe.pretrain_epochs > 0
+        self.trial, self.recipe, self.setup, self.ctx, self.reporter = trial, trial.train, setup, ctx, reporter
+        self.log_dir = log_dir
+        self.dataset, self.model_config, self.model = setup.dataset, setup.model_config, setup.model
+        self.loaders = setup.loaders
+        self.finetune_indices = setup.loaders.finetune_indices
         self.classifier: STTFormerClassifier | None = None if isinstance(self.model, SkeletonMAE) else self.model
-        if self.recipe.batch_size < ctx.world_size:
-            raise UserInputError(f"batch_size={self.recipe.batch_size} is smaller than the {ctx.world_size} workers; "
-                                 "raise batch_size or use fewer workers")
-        self.worker_batch = self.recipe.batch_size // ctx.world_size
-        self.writer = None
-        if ctx.is_main and log_dir:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir)
-        self.static_metrics = self._static_metrics()
-        self.best = {"pretrain_val_loss": math.inf, "val_acc": -1.0, "epoch": 0}
+        self.best = BestSoFar()
         self.best_encoder: dict[str, torch.Tensor] | None = None
         self.best_classifier: dict[str, torch.Tensor] | None = None
-        self._build_loaders()
+        self.global_epoch = 0
+        self.resumed_from = 0
+        self.writer = None
 
-    # -- set-up -----------------------------------------------------------------------------------
-    def _static_metrics(self) -> dict[str, float]:
-        info = {"params": float(models.count_parameters(self.model))}
-        if self.ctx.is_main:
-            info.update({k: float(v) for k, v in models.model_info(self.model).items()
-                         if k in ("pretrain_gflops", "classifier_gflops") and v is not None})
-        return info
+    @classmethod
+    def build(cls, trial: TrialConfig, ctx: WorkerContext, reporter: Reporter,
+              log_dir: str | None = None) -> "TrialLoop":
+        return cls(trial, prepare_trial(trial, ctx), ctx, reporter, log_dir)
 
-    def _loader(self, dataset, train: bool) -> DataLoader:
-        """Training: shuffled shards per worker (a label-fraction subset smaller than one batch
-        keeps its last partial batch). Evaluation: this worker's shard in order."""
-        ctx, workers = self.ctx, self.recipe.loader_workers
-        drop_last = train and len(dataset) >= self.recipe.batch_size
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                     seed=self.recipe.seed, drop_last=drop_last) if train else None
-        return DataLoader(dataset, batch_size=self.worker_batch, sampler=sampler, drop_last=drop_last,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=ctx.device.type == "cuda")
+    # -- the trial --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Every phase in turn (resuming from the reporter's checkpoint); returns the last report."""
+        state = self._restore()
+        self.global_epoch = state[Metric.GLOBAL_EPOCH] if state else 0
+        self.resumed_from = self.global_epoch  # 0 for a fresh start; reported so restarts are visible
+        if self.ctx.is_main and self.log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.log_dir)
+        last: dict[str, Any] = {}
+        try:
+            for phase in self._phases(state):
+                resume = state if state is not None and state[Metric.PHASE] == phase.name else None
+                last = self._run_phase(phase, resume) or last
+        except TrainingDiverged as exc:
+            last = {Metric.DIVERGED: 1, Metric.STATUS_REASON: str(exc), Metric.PHASE: DIVERGED}
+            self._report(last, None)  # meta and best weights; a diverged trial is not resumed
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return last
 
-    def _build_loaders(self) -> None:
-        r, T = self.recipe, self.model_config.num_frames
-        data = self.dataset
-        if "val" not in data.split_names:
-            raise UserInputError(f"dataset {self.trial.data_dir} has no 'val' split; re-run `raysearch prepare` "
-                                 "(it carves a per-class validation split from train)")
-        train_labels = data.split("train").labels
-        self.finetune_indices = label_fraction_subset(train_labels, r.label_fraction, r.seed)
-        augment = r.augment
-        train_aug = SkeletonDataset(data, "train", T, train=augment, seed=r.seed)
-        finetune_set = SkeletonDataset(data, "train", T, train=augment, indices=self.finetune_indices, seed=r.seed)
-        self.pretrain_loader = self._loader(train_aug, train=True)
-        self.finetune_loader = self._loader(finetune_set, train=True)
-        val_len = len(data.split("val"))
-        self.val_loader = self._loader(Subset(SkeletonDataset(data, "val", T, train=False), self.ctx.shard(range(val_len))), False)
-        g = torch.Generator().manual_seed(r.seed)
-        bank = torch.randperm(len(train_labels), generator=g)[:KNN_BANK_SIZE].sort().values.tolist()
-        self.bank_loader = self._loader(SkeletonDataset(data, "train", T, train=False, indices=self.ctx.shard(bank)), False)
+    def _phases(self, state: dict[str, Any] | None) -> Iterator[Phase]:
+        """The phases still to run. Each is built when the one before it has finished, since
+        fine-tuning starts from the encoder that pre-training selected."""
+        pretrains = isinstance(self.model, SkeletonMAE) and self.recipe.pretrain_epochs > 0
+        if pretrains and (state is None or state[Metric.PHASE] == PRETRAIN):
+            yield self._pretrain_phase()
+        yield self._finetune_phase()
 
-    def _optimizer(self, module: torch.nn.Module, lr: float):
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=self.recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.recipe.lr_milestones), self.recipe.lr_gamma)
-        return optimizer, scheduler
+    def _run_phase(self, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
+        optimizer, scheduler = self._optimizer(phase.module, phase.lr)
+        start = 0
+        if state is not None:
+            phase.module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start = state[Metric.EPOCH]
+        wrapped, metrics = self._wrap(phase.module), {}
+        for epoch in range(start, phase.epochs):
+            lr = optimizer.param_groups[0]["lr"]
+            phase.before_epoch()
+            metrics = self._run_epoch(wrapped, phase, optimizer, epoch_seed(self.recipe.seed, self.global_epoch))
+            scheduler.step()
+            metrics.update(phase.evaluate())
+            self.global_epoch += 1
+            phase.select(metrics)
+            phase.after_epoch()
+            metrics.update({Metric.PHASE: phase.name, Metric.EPOCH: epoch + 1, Metric.LR: lr,
+                            **(phase.extra_metrics or {})})
+            self._report(metrics, self._state(phase.name, epoch + 1, phase.module, optimizer, scheduler))
+        return metrics
 
-    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        if not self.ctx.distributed:
-            return module
-        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+    def _run_epoch(self, module: torch.nn.Module, phase: Phase, optimizer, seed: int) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        seen, start = 0, time.perf_counter()
+        phase.loader.sampler.set_epoch(seed)  # reshuffle ...
+        phase.loader.dataset.set_epoch(seed)  # ... and draw new augmentations every epoch
+        for x, y in phase.loader:
+            x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
+            with self._autocast():
+                loss, terms = phase.step(module, x, y)
+            # All workers agree before any of them steps, so none is left waiting in a collective.
+            if self.ctx.any(not bool(torch.isfinite(loss))):
+                raise TrainingDiverged(f"{phase.name} loss became {float(loss.detach())} at "
+                                       f"global_epoch {self.global_epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value * len(x)
+            seen += len(x)
+        names = sorted(sums)
+        totals = self.ctx.sum(torch.tensor([sums[n] for n in names] + [float(seen)], dtype=torch.float64))
+        elapsed = time.perf_counter() - start
+        metrics = {Metric.train(n): float(totals[i] / max(totals[-1].item(), 1.0)) for i, n in enumerate(names)}
+        metrics.update({Metric.SAMPLES_PER_S: float(totals[-1]) / max(elapsed, 1e-9), Metric.EPOCH_TIME_S: elapsed})
+        return metrics
 
-    def _autocast(self):
-        if self.ctx.device.type == "cuda" and self.recipe.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+    # -- the two phases ---------------------------------------------------------------------------
+    def _pretrain_phase(self) -> Phase:
+        model = self.model
+        return Phase(name=PRETRAIN, module=model, loader=self.loaders.pretrain, epochs=self.recipe.pretrain_epochs,
+                     lr=self.recipe.lr_for(model.config.variant), step=pretrain_step,
+                     evaluate=self._pretrain_eval, select=self._select_encoder, after_epoch=self._log_joint_errors)
+
+    def _finetune_phase(self) -> Phase:
+        r = self.recipe
+        self.classifier = classifier = self._make_classifier()
+        linear = r.finetune_mode == "linear"
+        return Phase(name=FINETUNE, module=classifier, loader=self.loaders.finetune, epochs=r.finetune_epochs,
+                     lr=r.finetune_lr or r.lr_for(self.model_config.variant), step=finetune_step,
+                     evaluate=lambda: classifier_metrics(classifier, self.loaders.val, self.ctx),
+                     select=self._select_classifier,
+                     # frozen features: BatchNorm statistics stay put
+                     before_epoch=classifier.encoder.eval if linear else (lambda: None),
+                     extra_metrics={Metric.FINETUNE_SAMPLES: len(self.finetune_indices)})
+
+    def _pretrain_eval(self) -> dict[str, float]:
+        metrics = pretrain_val_loss(self.model, self.loaders.val, self.recipe.seed, self.ctx)
+        probe = self.model.to_classifier()
+        classes = self.model_config.num_classes
+        if self.recipe.pretrain_metric == "knn":
+            value = knn_accuracy(probe, self.loaders.bank, self.loaders.val, self.recipe.knn_k, classes, self.ctx)
+        else:
+            value = linear_probe_accuracy(probe, self.loaders.bank, self.loaders.val, classes, self.ctx)
+        metrics[PROXY_METRICS[self.recipe.pretrain_metric]] = value
+        return metrics
+
+    def _select_encoder(self, metrics: dict[str, float]) -> None:
+        loss = metrics[Metric.VAL_PRETRAIN_LOSS]
+        if self.best.pretrain_improved(loss):
+            self.best = replace(self.best, pretrain_val_loss=loss, pretrain_epoch=self.global_epoch)
+            self.best_encoder = copy.deepcopy(self.model.encoder.state_dict())
+
+    def _select_classifier(self, metrics: dict[str, float]) -> None:
+        acc = metrics[Metric.VAL_ACC]
+        if self.best.finetune_improved(acc):
+            self.best = replace(self.best, val_acc=acc, epoch=self.global_epoch)
+            self.best_classifier = copy.deepcopy(self.classifier.state_dict())
 
     def _make_classifier(self) -> STTFormerClassifier:
         if isinstance(self.model, SkeletonMAE):
@@ -184,95 +360,63 @@ class TrialLoop:
                 p.requires_grad_(False)
         return classifier
 
-    # -- one epoch --------------------------------------------------------------------------------
-    def _run_epoch(self, module: torch.nn.Module, loader: DataLoader, optimizer, step, phase: str) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        seen, start = 0, time.perf_counter()
-        loader.sampler.set_epoch(self._epoch_seed)  # reshuffle ...
-        loader.dataset.set_epoch(self._epoch_seed)  # ... and draw new augmentations every epoch
-        for x, y in loader:
-            x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
-            with self._autocast():
-                loss, terms = step(module, x, y)
-            # All workers agree before any of them steps, so none is left waiting in a collective.
-            if self.ctx.any(not bool(torch.isfinite(loss))):
-                raise TrainingDiverged(f"{phase} loss became {float(loss.detach())} at global_epoch {self.global_epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value * len(x)
-            seen += len(x)
-        names = sorted(sums)
-        totals = self.ctx.sum(torch.tensor([sums[n] for n in names] + [float(seen)], dtype=torch.float64))
-        elapsed = time.perf_counter() - start
-        metrics = {f"train_{n}": float(totals[i] / max(totals[-1].item(), 1.0)) for i, n in enumerate(names)}
-        metrics.update(samples_per_s=float(totals[-1]) / max(elapsed, 1e-9), epoch_time_s=elapsed)
-        return metrics
+    def _log_joint_errors(self) -> None:
+        if self.writer is None:
+            return
+        x, _ = next(iter(self.loaders.val), (None, None))
+        if x is None:
+            return
+        self.model.eval()
+        with torch.no_grad():
+            x = x.to(self.ctx.device)
+            out = self.model(x, generator=torch.Generator(device=self.ctx.device).manual_seed(self.recipe.seed))
+            per_joint = reconstruction_error_per_joint(out, x)
+        self.model.train()
+        self.writer.add_histogram(f"{PRETRAIN}/recon_error_per_joint", per_joint, self.global_epoch)
 
-    @staticmethod
-    def _pretrain_step(module, x, y):
-        out = module(x)
-        return out.loss, out.metrics()
+    # -- optimisation ---------------------------------------------------------------------------
+    def _optimizer(self, module: torch.nn.Module, lr: float):
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=self.recipe.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.recipe.lr_milestones),
+                                                         self.recipe.lr_gamma)
+        return optimizer, scheduler
 
-    @staticmethod
-    def _finetune_step(module, x, y):
-        logits = module(x)
-        loss = F.cross_entropy(logits.float(), y)
-        return loss, {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.distributed:
+            return module
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
 
-    # -- evaluation -------------------------------------------------------------------------------
-    def _pretrain_eval(self) -> dict[str, float]:
-        metrics = pretrain_val_loss(self.model, self.val_loader, self.recipe.seed, self.ctx)
-        probe = self.model.to_classifier()
-        k, classes = self.recipe.knn_k, self.model_config.num_classes
-        if self.recipe.pretrain_metric == "knn":
-            metrics["val_acc"] = knn_accuracy(probe, self.bank_loader, self.val_loader, k, classes, self.ctx)
-        else:
-            metrics["val_acc"] = self._linear_probe_accuracy(probe, classes)
-        return metrics
-
-    def _linear_probe_accuracy(self, probe: STTFormerClassifier, classes: int) -> float:
-        """Logistic regression on frozen pooled features of the kNN bank, scored on validation."""
-        bank, bank_y = pooled_features(probe, self.bank_loader, self.ctx)
-        bank, bank_y = self.ctx.gather_rows(bank), self.ctx.gather_rows(bank_y)
-        val, val_y = pooled_features(probe, self.val_loader, self.ctx)
-        mean, std = bank.mean(0), bank.std(0).clamp_min(1e-6)
-        head = torch.nn.Linear(bank.shape[1], classes).to(self.ctx.device)
-        optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-        with torch.enable_grad():
-            for _ in range(200):  # full-batch; the same on every worker since the bank is gathered
-                optimizer.zero_grad()
-                F.cross_entropy(head((bank - mean) / std), bank_y).backward()
-                optimizer.step()
-        correct = (head((val - mean) / std).argmax(1) == val_y).sum().item() if len(val_y) else 0
-        totals = self.ctx.sum(torch.tensor([float(correct), float(len(val_y))]))
-        return float(totals[0] / totals[1].clamp_min(1))
+    def _autocast(self):
+        if self.ctx.device.type == "cuda" and self.recipe.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _state(self, phase: str, epoch: int, module, optimizer, scheduler) -> dict[str, Any]:
         return {
-            "phase": phase, "epoch": epoch, "global_epoch": self.global_epoch,
+            Metric.PHASE: phase, Metric.EPOCH: epoch, Metric.GLOBAL_EPOCH: self.global_epoch,
             "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "best": dict(self.best), "best_encoder": self.best_encoder, "best_classifier": self.best_classifier,
+            "best": asdict(self.best), "best_encoder": self.best_encoder, "best_classifier": self.best_classifier,
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _meta(self) -> dict[str, Any]:
-        return {"model_config": asdict(self.model_config), "trial_config": self.trial.to_flat(),
-                "class_names": self.class_names, "layout": asdict(self.dataset.layout),
-                "best": dict(self.best), "global_epoch": self.global_epoch}
+    def _meta(self, last_metrics: dict[str, Any]) -> TrialMeta:
+        return TrialMeta(model_config=asdict(self.model_config), trial_config=self.trial.to_flat(),
+                         class_names=list(self.dataset.class_names), layout=asdict(self.dataset.layout),
+                         best=self.best, global_epoch=self.global_epoch, last_metrics=last_metrics)
 
     def _report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         """Every worker reports; rank 0 attaches a checkpoint to every report, so the run's result
         always shows the last report, including a divergence."""
-        metrics = {**self.static_metrics, **metrics, "global_epoch": self.global_epoch,
-                   "best_val_acc": max(self.best["val_acc"], 0.0),
-                   "resumed_from_global_epoch": self.resumed_from}
+        best = {Metric.BEST_VAL_ACC: self.best.val_acc} if self.best.val_acc is not None else {}
+        metrics = {**self.setup.static_metrics, **metrics, Metric.GLOBAL_EPOCH: self.global_epoch, **best,
+                   Metric.RESUMED_FROM: self.resumed_from}
         if self.writer is not None:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(f"{metrics.get('phase', 'trial')}/{name}", value, self.global_epoch)
+                    self.writer.add_scalar(f"{metrics.get(Metric.PHASE, 'trial')}/{name}", value, self.global_epoch)
             self.writer.flush()
         if not self.ctx.is_main:
             self.reporter.report(metrics, None)
@@ -282,7 +426,7 @@ class TrialLoop:
                 torch.save(state, os.path.join(tmp, STATE_FILE))
             if self.best_classifier is not None:
                 torch.save(self.best_classifier, os.path.join(tmp, BEST_CLASSIFIER_FILE))
-            Path(tmp, META_FILE).write_text(json.dumps({**self._meta(), "last_metrics": metrics}, indent=1, default=list))
+            Path(tmp, META_FILE).write_text(self._meta(metrics).to_json())
             self.reporter.report(metrics, tmp)
 
     def _restore(self) -> dict[str, Any] | None:
@@ -290,104 +434,10 @@ class TrialLoop:
         if path is None or not os.path.exists(os.path.join(path, STATE_FILE)):
             return None
         state = torch.load(os.path.join(path, STATE_FILE), map_location=self.ctx.device, weights_only=True)
-        self.best = dict(state["best"])
+        self.best = BestSoFar(**state["best"])
         self.best_encoder, self.best_classifier = state["best_encoder"], state["best_classifier"]
         torch.set_rng_state(state["torch_rng"].cpu())
         return state
-
-    # -- the trial --------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Pre-train then fine-tune; returns the last reported metrics."""
-        r = self.recipe
-        state = self._restore()
-        pretrain_epochs = r.pretrain_epochs if self.pretrains else 0
-        self.global_epoch = state["global_epoch"] if state else 0
-        self.resumed_from = self.global_epoch  # 0 for a fresh start; reported so restarts are visible
-        last: dict[str, Any] = {}
-        try:
-            if pretrain_epochs and (state is None or state["phase"] == "pretrain"):
-                last = self._pretrain(pretrain_epochs, state)
-                state = None
-            last = self._finetune(pretrain_epochs, state) or last
-        except TrainingDiverged as exc:
-            last = {"diverged": 1, "status_reason": str(exc), "val_acc": max(self.best["val_acc"], 0.0),
-                    "phase": "diverged"}
-            self._report(last, None)  # meta and best weights; a diverged trial is not resumed
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-        return last
-
-    def _pretrain(self, epochs: int, state: dict | None) -> dict[str, Any]:
-        r, model = self.recipe, self.model
-        if self.ctx.distributed and model.config.variant == "mvqvae":
-            model.latent.reduce_counts = self.ctx.sum
-            model.latent.broadcast = lambda t: (torch.distributed.broadcast(t, 0), t)[1]
-        optimizer, scheduler = self._optimizer(model, r.lr_for(model.config.variant))
-        start = 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start = state["epoch"]
-        wrapped, metrics = self._wrap(model), {}
-        for epoch in range(start, epochs):
-            self._epoch_seed = r.seed * 1_000_003 + epoch
-            lr = optimizer.param_groups[0]["lr"]
-            metrics = self._run_epoch(wrapped, self.pretrain_loader, optimizer, self._pretrain_step, "pretrain")
-            scheduler.step()
-            metrics.update(self._pretrain_eval())
-            self.global_epoch += 1
-            if metrics["val_loss"] < self.best["pretrain_val_loss"]:
-                self.best["pretrain_val_loss"] = metrics["val_loss"]
-                self.best_encoder = copy.deepcopy(model.encoder.state_dict())
-            self._log_joint_errors()
-            metrics.update(phase="pretrain", epoch=epoch + 1, lr=lr)
-            self._report(metrics, self._state("pretrain", epoch + 1, model, optimizer, scheduler))
-        return metrics
-
-    def _finetune(self, pretrain_epochs: int, state: dict | None) -> dict[str, Any]:
-        r = self.recipe
-        self.classifier = self._make_classifier()
-        lr = r.finetune_lr or r.lr_for(self.model_config.variant)
-        optimizer, scheduler = self._optimizer(self.classifier, lr)
-        start = 0
-        if state is not None and state["phase"] == "finetune":
-            self.classifier.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start = state["epoch"]
-        wrapped, metrics = self._wrap(self.classifier), {}
-        for epoch in range(start, r.finetune_epochs):
-            self._epoch_seed = r.seed * 1_000_003 + pretrain_epochs + epoch
-            current_lr = optimizer.param_groups[0]["lr"]
-            if r.finetune_mode == "linear":
-                self.classifier.encoder.eval()  # frozen features: BatchNorm statistics stay put
-            metrics = self._run_epoch(wrapped, self.finetune_loader, optimizer, self._finetune_step, "finetune")
-            scheduler.step()
-            metrics.update(classifier_metrics(self.classifier, self.val_loader, self.ctx))
-            self.global_epoch += 1
-            if metrics["val_acc"] > self.best["val_acc"]:
-                self.best.update(val_acc=metrics["val_acc"], epoch=self.global_epoch)
-                self.best_classifier = copy.deepcopy(self.classifier.state_dict())
-            metrics.update(phase="finetune", epoch=epoch + 1, lr=current_lr,
-                           finetune_samples=len(self.finetune_indices))
-            self._report(metrics, self._state("finetune", epoch + 1, self.classifier, optimizer, scheduler))
-        return metrics
-
-    def _log_joint_errors(self) -> None:
-        if self.writer is None:
-            return
-        x, _ = next(iter(self.val_loader), (None, None))
-        if x is None:
-            return
-        self.model.eval()
-        with torch.no_grad():
-            x = x.to(self.ctx.device)
-            out = self.model(x, generator=torch.Generator(device=self.ctx.device).manual_seed(self.recipe.seed))
-            per_joint = reconstruction_error_per_joint(out, x)
-        self.model.train()
-        self.writer.add_histogram("pretrain/recon_error_per_joint", per_joint, self.global_epoch)
 
 
 # -- Ray Train entry point ------------------------------------------------------------------------
@@ -411,8 +461,8 @@ class RayTrainReporter:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker function. `config`: {"trial": flat trial dict, "log_dir": str | None,
-    "threads": CPU threads this worker owns}."""
+    """Ray Train worker function. `config`: {"trial": the TrialConfig (validated where it was
+    built), "log_dir": str | None, "threads": CPU threads this worker owns}."""
     import ray.train
     import ray.train.torch
 
@@ -422,5 +472,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     ctx = WorkerContext(rank=context.get_world_rank(), world_size=context.get_world_size(),
                         device=ray.train.torch.get_device())
-    trial = TrialConfig.from_flat(config["trial"])
-    TrialLoop(trial, ctx, RayTrainReporter(), log_dir=config.get("log_dir")).run()
+    trial: TrialConfig = config["trial"]
+    TrialLoop.build(trial, ctx, RayTrainReporter(), log_dir=config.get("log_dir")).run()

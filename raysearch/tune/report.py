@@ -9,7 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from .results import collect_results, open_run, pareto_front, read_space, trial_history, write_results
+from ..contract import Column, Metric, Objective
+from ..errors import UserInputError
+from ..runs import collect_results, open_location, read_search, trial_history, write_results
+from .results import pareto_front
 
 TOP_TRIALS = 5
 
@@ -23,49 +26,50 @@ def _figure():
     return plt
 
 
-def plot_history(frame: pd.DataFrame, objective: dict[str, str], path: Path) -> None:
+def plot_history(frame: pd.DataFrame, objective: Objective, path: Path) -> None:
     """Objective per trial in start order, with the running best."""
     plt = _figure()
-    ordered = frame.sort_values("trial_id")
-    values = ordered[objective["metric"]].astype(float).tolist()
-    best, running = (max if objective["mode"] == "max" else min), []
+    ordered = frame.sort_values(Column.TRIAL_ID)
+    values = ordered[objective.metric].astype(float).tolist()
+    best, running = (max if objective.mode == "max" else min), []
     for v in values:
         running.append(v if not running or math.isnan(running[-1]) else best(running[-1], v) if not math.isnan(v) else running[-1])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.scatter(range(len(values)), values, label="trial", s=18)
     ax.plot(range(len(values)), running, color="C1", label="best so far")
-    ax.set(xlabel="trial (start order)", ylabel=objective["metric"], title="Optimization history")
+    ax.set(xlabel="trial (start order)", ylabel=objective.metric, title="Optimization history")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def parameter_importance(frame: pd.DataFrame, objective: dict[str, str], parameters: list[str]) -> dict[str, float]:
+def parameter_importance(frame: pd.DataFrame, objective: Objective, parameters: tuple[str, ...]) -> dict[str, float]:
     """Optuna's fANOVA importances over the parameters every scored trial has (conditional
     parameters, such as beta only for MVAE, fall out of that intersection, as in Optuna)."""
     import optuna
 
-    scored = frame.dropna(subset=[objective["metric"]])
-    columns = [f"param_{p}" for p in parameters if f"param_{p}" in scored and scored[f"param_{p}"].notna().all()]
+    scored = frame.dropna(subset=[objective.metric])
+    columns = [Column.param(p) for p in parameters
+               if Column.param(p) in scored and scored[Column.param(p)].notna().all()]
     if len(scored) < 3 or not columns:
         return {}
     distributions = {}
     for column in columns:
         values = scored[column]
-        name = column.removeprefix("param_")
+        name = column.removeprefix(Column.PARAM_PREFIX)
         if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
             distributions[name] = optuna.distributions.CategoricalDistribution(sorted(values.astype(str).unique()))
         elif pd.api.types.is_integer_dtype(values):
             distributions[name] = optuna.distributions.IntDistribution(int(values.min()), max(int(values.max()), int(values.min()) + 1))
         else:
             distributions[name] = optuna.distributions.FloatDistribution(float(values.min()), max(float(values.max()), float(values.min()) + 1e-12))
-    study = optuna.create_study(direction="maximize" if objective["mode"] == "max" else "minimize")
+    study = optuna.create_study(direction="maximize" if objective.mode == "max" else "minimize")
     for _, row in scored.iterrows():
-        params = {n: (str(row[f"param_{n}"]) if isinstance(d, optuna.distributions.CategoricalDistribution) else row[f"param_{n}"])
-                  for n, d in distributions.items()}
+        params = {n: (str(row[Column.param(n)]) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                      else row[Column.param(n)]) for n, d in distributions.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                  value=float(row[objective["metric"]])))
+                                                  value=float(row[objective.metric])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return optuna.importance.get_param_importances(study)
@@ -82,14 +86,14 @@ def plot_importance(importance: dict[str, float], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_pareto(frame: pd.DataFrame, objectives: list[dict[str, str]], front: pd.Series, path: Path) -> None:
+def plot_pareto(frame: pd.DataFrame, objectives: tuple[Objective, ...], front: pd.Series, path: Path) -> None:
     plt = _figure()
-    x, y = objectives[0]["metric"], objectives[1]["metric"]
+    x, y = objectives[0].metric, objectives[1].metric
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(frame[x], frame[y], color="C0", s=18, label="trial")
     best = frame[front].sort_values(x)
     ax.plot(best[x], best[y], "o-", color="C3", label="Pareto front")
-    ax.set(xlabel=f"{x} ({objectives[0]['mode']})", ylabel=f"{y} ({objectives[1]['mode']})", title="Pareto front")
+    ax.set(xlabel=f"{x} ({objectives[0].mode})", ylabel=f"{y} ({objectives[1].mode})", title="Pareto front")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -97,13 +101,17 @@ def plot_pareto(frame: pd.DataFrame, objectives: list[dict[str, str]], front: pd
 
 
 def plot_learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Fine-tuned val_acc per global epoch of each trial, with its pre-training proxy dashed."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for trial_id, history in curves.items():
-        points = [(h["global_epoch"], h["val_acc"]) for h in history if "val_acc" in h and "global_epoch" in h]
-        if points:
-            ax.plot(*zip(*points), marker=".", label=trial_id)
-    ax.set(xlabel="global_epoch (pre-train, then fine-tune)", ylabel="val_acc", title=f"Top {len(curves)} trials")
+    for i, (trial_id, history) in enumerate(curves.items()):
+        for metric, style, label in ((Metric.VAL_KNN_ACC, "--", None), (Metric.VAL_PROBE_ACC, "--", None),
+                                     (Metric.VAL_ACC, "-", trial_id)):
+            points = [(h[Metric.GLOBAL_EPOCH], h[metric]) for h in history if metric in h and Metric.GLOBAL_EPOCH in h]
+            if points:
+                ax.plot(*zip(*points), style, marker=".", color=f"C{i % 10}", label=label)
+    ax.set(xlabel=f"{Metric.GLOBAL_EPOCH} (pre-train, then fine-tune)",
+           ylabel=f"{Metric.VAL_ACC} (dashed: pre-training proxy)", title=f"Top {len(curves)} trials")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -124,24 +132,23 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
 def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Write results.parquet into the run and plots + summary.md into `out_dir` (default: the run
     directory when it is local, else ./report-<run name>)."""
-    filesystem, run_path = open_run(run_dir)
-    space = read_space(filesystem, run_path)
+    filesystem, run_path = open_location(run_dir)
+    search = read_search(run_dir)
     frame = collect_results(run_dir)
     if frame.empty:
-        from ..errors import UserInputError
         raise UserInputError(f"run {run_dir}: no trials yet; wait for the search to start some")
-    objectives = space["objectives"]
+    objectives, primary = search.objectives, search.primary
     front = None
     if len(objectives) > 1:
         front = pareto_front(frame, objectives)
-        frame["pareto"] = front
+        frame[Column.PARETO] = front
     results_path = write_results(run_dir, frame)
-    out = Path(out_dir) if out_dir else (Path(run_path) if "://" not in run_dir else Path(f"report-{space['name']}"))
+    out = Path(out_dir) if out_dir else (Path(run_path) if "://" not in run_dir else Path(f"report-{search.name}"))
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
-    plot_history(frame, objectives[0], out / "optimization_history.png")
+    plot_history(frame, primary, out / "optimization_history.png")
     plots["history"] = str(out / "optimization_history.png")
-    importance = parameter_importance(frame, objectives[0], space["parameters"])
+    importance = parameter_importance(frame, primary, search.parameters)
     if importance:
         plot_importance(importance, out / "parameter_importance.png")
         plots["importance"] = str(out / "parameter_importance.png")
@@ -149,18 +156,18 @@ def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, A
         plot_pareto(frame, objectives, front, out / "pareto_front.png")
         plots["pareto"] = str(out / "pareto_front.png")
     top = frame.head(TOP_TRIALS)
-    curves = {row.trial_id: trial_history(filesystem, row.trial_dir) for row in top.itertuples()}
+    curves = {row[Column.TRIAL_ID]: trial_history(filesystem, row[Column.TRIAL_DIR]) for _, row in top.iterrows()}
     plot_learning_curves(curves, out / "learning_curves.png")
     plots["learning_curves"] = str(out / "learning_curves.png")
 
-    param_columns = [f"param_{p}" for p in space["parameters"]]
-    columns = ["trial_id", "outcome", *[o["metric"] for o in objectives if o["metric"] != "val_acc"], "val_acc",
-               "best_val_acc", "epochs_run", "wall_time_s", *param_columns]
+    columns = [Column.TRIAL_ID, Column.OUTCOME, *[o.metric for o in objectives], Metric.VAL_ACC,
+               Metric.BEST_VAL_ACC, Column.EPOCHS_RUN, Column.WALL_TIME_S,
+               *[Column.param(p) for p in search.parameters]]
     columns = list(dict.fromkeys(c for c in columns if c in frame))
-    counts = frame["outcome"].value_counts().to_dict()
-    summary = [f"# Search `{space['name']}`", "",
+    counts = frame[Column.OUTCOME].value_counts().to_dict()
+    summary = [f"# Search `{search.name}`", "",
                f"{len(frame)} trials: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".",
-               f"Objectives: " + ", ".join(f"{o['metric']} ({o['mode']})" for o in objectives) + ".", "",
+               "Objectives: " + ", ".join(f"{o.metric} ({o.mode})" for o in objectives) + ".", "",
                f"## Best {min(len(frame), 10)} trials", "", markdown_table(frame.head(10), columns), ""]
     if importance:
         summary += ["## Parameter importance", "", *[f"- {k}: {v:.3f}" for k, v in importance.items()], ""]
@@ -170,4 +177,4 @@ def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, A
     (out / "summary.md").write_text("\n".join(summary))
     return {"results": results_path, "summary": str(out / "summary.md"), "plots": plots,
             "trials": len(frame), "outcomes": counts, "table": markdown_table(frame.head(10), columns),
-            "best": frame.iloc[0][["trial_id", objectives[0]["metric"]]].to_dict()}
+            "best": frame.iloc[0][[Column.TRIAL_ID, primary.metric]].to_dict()}

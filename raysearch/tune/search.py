@@ -1,26 +1,34 @@
 """The search: a Ray Tune `Tuner` over the per-trial Ray Train driver, Optuna picking the
 parameters, ASHA stopping weak trials on `global_epoch`, results on (shared) storage.
 
-Three layers, each small (Ray's own examples): `train_loop_per_worker` trains, `tune_trial_driver`
+Three layers, each small (Ray's own examples): `train_loop_per_worker` trains, `tune.trial.run_trial`
 runs one TorchTrainer per trial, and `run_search` here assembles the Tuner.
+
+Objectives are fine-tuning metrics (`contract.OBJECTIVES`); pre-training epochs report proxies under
+their own names and no `val_acc`. So Tune's strict metric check is off while a search runs, ASHA
+skips reports without its metric (it only ever compares fine-tuned values), and the Optuna searcher
+below skips them too (Ray's OptunaSearch would raise a KeyError on such a report).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
-import json
+import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from ray.tune.search.optuna import OptunaSearch
+
+from ..contract import SPACE_FILE, Metric, Objective, Resources
 from ..errors import UserInputError
 from ..ray_runtime import connect
-from ..train.driver import Resources, tune_trial_driver
+from ..runs import SearchRecord, write_text
 from .space import SearchSpace, build_sampler, define_by_run
+from .trial import DRIVER_CPUS, make_trainable
 
-DRIVER_CPUS = 0.05  # the per-trial Tune function only waits on its TorchTrainer (RAY_NOTES.md)
-SPACE_FILE = "search_space.json"
+STRICT_METRIC_CHECKING_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
 
 
 def storage_root(storage: str | None) -> str:
@@ -78,35 +86,43 @@ def check_cluster_fits(resources: Resources, allow_pending: bool) -> int:
     return max(1, int(slots))
 
 
-def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resources: Resources,
-               max_concurrent: int):
+class FineTunedOptunaSearch(OptunaSearch):
+    """OptunaSearch that passes on only the reports that carry its objective: pre-training reports
+    have no fine-tuned metric, and OptunaSearch.on_trial_result indexes it unchecked. Module level,
+    so that Tuner.restore can unpickle it."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, str) and self.metric not in result:
+            return
+        super().on_trial_result(trial_id, result)
+
+
+def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainable, max_concurrent: int):
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from .reaper import PlacementGroupReaper
+    from .searcher import OptunaStudySearch
 
     metrics, modes = space.metric_names(), space.modes()
     multi = len(metrics) > 1
-    searcher = OptunaSearch(
-        space=functools.partial(define_by_run, space=space, data_dir=data_dir),
+    # Tells Optuna which trials ASHA stopped (PRUNED) and keeps the study in the run directory.
+    searcher = OptunaStudySearch(
+        functools.partial(define_by_run, space=space, data_dir=data_dir),
         metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
-        sampler=build_sampler(space), points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
+        max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs, run_dir=f"{root}/{name}",
+        study_name=name, sampler=build_sampler(space), points_to_evaluate=[dict(p) for p in space.points_to_evaluate],
     )
     limit = min(max_concurrent, space.budget.max_concurrent or max_concurrent)
     searcher = ConcurrencyLimiter(searcher, max_concurrent=max(1, limit))
     max_epochs = space.budget.pretrain_epochs + space.budget.finetune_epochs
     if space.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="global_epoch", max_t=max(1, max_epochs),
+        scheduler = ASHAScheduler(time_attr=Metric.GLOBAL_EPOCH, max_t=max(1, max_epochs),
                                   grace_period=space.scheduler.grace_period,
                                   reduction_factor=space.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, resources=asdict(resources), storage=f"{root}/{name}/trials"),
-        {"CPU": DRIVER_CPUS},
-    )
     tune_config = ray.tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=space.budget.num_samples,
         # Schedulers follow the primary objective; Optuna gets all of them.
@@ -114,10 +130,13 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, resource
         time_budget_s=space.budget.time_limit_s, max_concurrent_trials=max(1, limit),
         reuse_actors=False, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
+    # Not sorted by the objective: a trial stopped in pre-training has none, and the reporter's
+    # sort cannot order None against numbers.
     reporter = ray.tune.CLIReporter(
-        metric_columns=["global_epoch", "phase", "val_acc", "best_val_acc"],
+        metric_columns=[Metric.GLOBAL_EPOCH, Metric.PHASE, Metric.VAL_KNN_ACC, Metric.VAL_PROBE_ACC, Metric.VAL_ACC,
+                        Metric.BEST_VAL_ACC],
         parameter_columns=[p.name for p in space.parameters], max_report_frequency=15,
-        print_intermediate_tables=True, sort_by_metric=True,
+        print_intermediate_tables=True,
     ) if not multi else None
     run_config = ray.tune.RunConfig(
         name=name, storage_path=root, progress_reporter=reporter,
@@ -131,15 +150,24 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trial(config: dict[str, Any], resources: dict, storage: str) -> None:
-    """Tune trainable: adds where the inner Train runs go and their resources, then runs one."""
-    tune_trial_driver({**config, "_resources": resources, "_storage": storage})
+@contextlib.contextmanager
+def objective_may_be_absent():
+    """Tune refuses a report without the objective unless this variable is set; pre-training
+    reports never carry one. Read by the Tune controller, which runs in this process."""
+    before = os.environ.get(STRICT_METRIC_CHECKING_ENV)
+    os.environ[STRICT_METRIC_CHECKING_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(STRICT_METRIC_CHECKING_ENV, None)
+        else:
+            os.environ[STRICT_METRIC_CHECKING_ENV] = before
 
 
 def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str | None, resume: bool,
                allow_pending_resources: bool = False) -> str:
     """Run (or resume) a search; returns the run directory (local path or URI)."""
-    import ray
     import ray.tune
 
     root = storage_root(storage)
@@ -148,43 +176,30 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     check_storage_writable(root)
     if "://" not in root and not resume and Path(run_dir, "tuner.pkl").exists():
         raise UserInputError(f"run {run_dir} already exists; pass --resume to continue it or --name for a new one")
-    resources = Resources(workers=space.resources.workers, cpus_per_worker=space.resources.cpus_per_worker,
-                          gpus_per_worker=space.resources.gpus_per_worker).validate()
+    resources = Resources(**dataclasses.asdict(space.resources)).validate()
     connect()
     slots = check_cluster_fits(resources, allow_pending_resources)
-    _save_space(space, data_dir, run_dir)
+    write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources).to_json())
+    trainable = make_trainable(resources, f"{run_dir}/trials")
     if resume:
         if not ray.tune.Tuner.can_restore(run_dir):
             raise UserInputError(f"--resume: no search to resume at {run_dir}; run it without --resume first")
-        trainable = ray.tune.with_resources(
-            ray.tune.with_parameters(_trial, resources=asdict(resources), storage=f"{root}/{name}/trials"),
-            {"CPU": DRIVER_CPUS})
         tuner = ray.tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = make_tuner(space, data_dir, root, name, resources, slots)
+        tuner = make_tuner(space, data_dir, root, name, trainable, slots)
     print(f"raysearch: search {name}: up to {slots} trial(s) at once, results in {run_dir}", file=sys.stderr)
-    tuner.fit()
+    with objective_may_be_absent():
+        tuner.fit()
     return run_dir
 
 
-def _save_space(space: SearchSpace, data_dir: str, run_dir: str) -> None:
-    """Keep the validated space beside the results, so `report` knows objectives and budget."""
-    payload = {"source": str(space.source), "data_dir": data_dir, "name": space.name,
-               "objectives": [{"metric": m, "mode": o} for m, o in zip(space.metric_names(), space.modes())],
-               "max_epochs": space.budget.pretrain_epochs + space.budget.finetune_epochs,
-               "parameters": [p.name for p in space.parameters],
-               "resources": asdict(space.resources)}
-    text = json.dumps(payload, indent=1, default=str)
-    if "://" in run_dir:
-        import pyarrow.fs
-
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(run_dir)
-        filesystem.create_dir(path, recursive=True)
-        with filesystem.open_output_stream(f"{path}/{SPACE_FILE}") as f:
-            f.write(text.encode())
-    else:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        Path(run_dir, SPACE_FILE).write_text(text)
+def search_record(space: SearchSpace, data_dir: str, resources: Resources) -> SearchRecord:
+    """What `report` and `export` read back about this search (search_space.json)."""
+    return SearchRecord(
+        name=space.name, objectives=tuple(Objective(o.metric, o.mode) for o in space.objectives),
+        max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs,
+        parameters=tuple(p.name for p in space.parameters), resources=resources,
+        data_dir=str(data_dir), source=str(space.source))
 
 
 __all__ = ["run_search", "make_tuner", "check_storage_writable", "check_cluster_fits", "storage_root"]
