@@ -2,6 +2,7 @@
 their fine-tuned value, proxies are never the objective, and the study persists and resumes."""
 
 import pickle
+from pathlib import Path
 
 import optuna
 import pytest
@@ -272,3 +273,21 @@ def test_asha_stopped_trials_reach_optuna_as_pruned(tmp_path, local_ray, monkeyp
     best = study.best_trial
     assert best.user_attrs[Metric.TRIAL_ID] in full
     assert best.value == pytest.approx(max(trials[t].params["quality"] for t in full))
+
+    # Tune's own restore path (tuner.pkl, then the searcher checkpoint) keeps the study as it was.
+    before = [(t.number, t.state, t.value) for t in study.get_trials()]
+    tune.Tuner.restore(str(tmp_path / "e2e"), trainable=tune.with_resources(fake_trial, {"CPU": 1})).fit()
+    assert [(t.number, t.state, t.value) for t in load(tmp_path / "e2e").get_trials()] == before
+
+
+def test_make_tuner_keeps_the_study_in_the_run_directory(tmp_path):
+    from raysearch.tune.search import make_tuner
+    from raysearch.tune.space import load_search_space
+
+    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml", check_data=False)
+    make_tuner(space, "synthetic", str(tmp_path), "wired", fake_trial, max_concurrent=1)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "wired" / OPTUNA_JOURNAL_FILE)))
+    study = optuna.load_study(study_name="wired", storage=storage)
+    # The space's warm-start point waits as the first trial.
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * len(space.points_to_evaluate)

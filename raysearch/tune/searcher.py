@@ -142,7 +142,8 @@ class OptunaStudySearch(Searcher):
                                         directions=directions)
         except optuna.exceptions.DuplicatedStudyError:
             raise UserInputError(f"{self._journal}: already holds the Optuna study {self._study_name!r} of an "
-                                 "earlier search; continue that search with --resume, or start a new one with --name") from None
+                                 "earlier search; continue that search with --resume, or start a new one with "
+                                 "--name") from None
         for point in points:
             study.enqueue_trial(point)
         return study
