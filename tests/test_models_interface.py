@@ -1,7 +1,11 @@
 """The latent interface every variant shares, and collectives injected through the constructor."""
 
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import models
 from models.config import VARIANTS
@@ -155,3 +159,43 @@ def test_checkpoints_with_the_old_projection_keys_still_load(variant):
     fresh.load_state_dict(state)
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+class TorchCollectives:
+    """Collectives over torch.distributed, as a data-parallel trainer injects them."""
+
+    def sum(self, tensor):
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    def broadcast(self, tensor):
+        out = tensor.clone()
+        dist.broadcast(out, src=0)
+        return out
+
+
+def _quantize_on_worker(rank, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        vq = models.VectorQuantizer(2, 4, restart_dead_codes=True, dead_after=1, collectives=TorchCollectives())
+        with torch.no_grad():
+            vq.codebook.copy_(torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]]))
+        torch.manual_seed(rank)  # each worker would pick other tokens for the dead codes
+        near = torch.tensor([0.0, 50.0])[rank]  # worker 0 uses code 0 only, worker 1 code 1 only
+        z = near + torch.randn(1, 2, 3, 5, generator=torch.Generator().manual_seed(rank))
+        out = vq(z)
+        torch.save({"codebook": vq.codebook.detach(), "usage": out.terms["codebook_usage"]}, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_workers_share_code_statistics_and_restarted_codes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_quantize_on_worker, args=(port, str(tmp_path)), nprocs=2)
+    results = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in range(2)]
+    assert [r["usage"].item() for r in results] == [0.5, 0.5], "codes 0 and 1 are used across the workers"
+    assert torch.equal(results[0]["codebook"], results[1]["codebook"]), "restarted codes are rank 0's"
+    assert torch.equal(results[0]["codebook"][:2], torch.tensor([[0.0, 0.0], [50.0, 50.0]]))
