@@ -354,3 +354,13 @@ def test_paper_comparable_flops_match_table8(name, paper_gflops):
     info = models.model_info(models.build(name))
     assert abs(info["pretrain_paper_gmacs"] - paper_gflops) / paper_gflops < 0.05
     assert info["pretrain_gflops"] > 2 * info["pretrain_paper_gmacs"]  # attention matmuls counted too
+
+
+def test_models_import_neither_ray_nor_raysearch():
+    import subprocess
+    import sys
+
+    code = ("import sys, models; bad = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'raysearch'}); "
+            "print(','.join(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
