@@ -33,7 +33,9 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -91,8 +93,11 @@ class _Archive:
             return array.reshape(shape, order="F" if fortran else "C")
         except UserInputError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError,
-                struct.error, RuntimeError, NotImplementedError) as e:
+        # What numpy's header parser and zipfile raise for damaged bytes (tokenize and
+        # SyntaxError come from numpy evaluating the header's dict literal).
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
+                struct.error, RuntimeError, NotImplementedError, SyntaxError, OverflowError,
+                tokenize.TokenError, zlib.error) as e:
             raise UserInputError(
                 f"file {self.path}: array '{key}' is damaged ({str(e)[:120]}); re-create the file"
             ) from None
