@@ -205,7 +205,8 @@ def run_real(storage: Path, repeats: int) -> dict:
     from raysearch.data.synthetic import prepare_synthetic
     from raysearch.train.config import TrialConfig
     from raysearch.train.distributed import WorkerContext
-    from raysearch.train.driver import Resources, fit_trial
+    from raysearch.contract import Resources
+    from raysearch.train.driver import fit_trial
     from raysearch.train.loop import LocalReporter, TrialLoop
 
     data = prepare_synthetic(storage / "synthetic", num_classes=6, per_class=150, seed=0)
@@ -215,7 +216,7 @@ def run_real(storage: Path, repeats: int) -> dict:
 
     def in_process() -> float:
         start = time.time()
-        TrialLoop(trial, WorkerContext(), LocalReporter()).run()
+        TrialLoop.build(trial, WorkerContext(), LocalReporter()).run()
         return time.time() - start
 
     in_process()  # warm-up: first-call initialisation in this process is not what we compare
@@ -246,7 +247,7 @@ def run_real(storage: Path, repeats: int) -> dict:
         "fit_trial_runs_s": [round(v, 2) for v in ray_walls],
         "in_process_runs_s": [round(v, 2) for v in local_walls],
         "fit_trial_stages_s": {k: round(median([s[k] for s in stages]), 2) for k in stages[0]} if stages else None,
-        "final_best_val_acc": summary.get("best_val_acc"),
+        "final_best_val_acc": summary.best_val_acc,
     }
 
 

@@ -76,24 +76,27 @@ def space_doc(method: str, seed: int, num_samples: int, finetune_epochs: int, da
 
 
 def reports(run_dir: str) -> list[dict]:
-    """Every epoch report of every trial: when it came (approximately), val_acc, trial seconds."""
-    from raysearch.tune.results import collect_results, open_run, trial_history
+    """Every epoch report of every trial: when it came (approximately), the fine-tuned val_acc or
+    the pre-training kNN proxy, trial seconds."""
+    from raysearch.contract import FINETUNE, Column, Metric
+    from raysearch.runs import collect_results, open_location, trial_history
 
-    filesystem, _ = open_run(run_dir)
+    filesystem, _ = open_location(run_dir)
     rows = []
-    for trial_dir in collect_results(run_dir)["trial_dir"]:
+    for trial_dir in collect_results(run_dir)[Column.TRIAL_DIR]:
         history = trial_history(filesystem, trial_dir)
         if not history:
             continue
         # Tune's `timestamp` has 1 s resolution; anchor every report on the trial's last one and
         # its exact time_total_s instead.
-        started = history[-1]["timestamp"] - history[-1]["time_total_s"]
+        started = history[-1][Metric.TIMESTAMP] - history[-1][Metric.TIME_TOTAL_S]
         previous = 0.0
         for h in history:
-            rows.append({"at": started + h["time_total_s"], "val_acc": h.get("val_acc", 0.0),
-                         "finetuned": h.get("phase") == "finetune",
-                         "trial_s": h["time_total_s"] - previous, "trial": trial_dir})
-            previous = h["time_total_s"]
+            finetuned = h.get(Metric.PHASE) == FINETUNE
+            rows.append({"at": started + h[Metric.TIME_TOTAL_S],
+                         "val_acc": h.get(Metric.VAL_ACC if finetuned else Metric.VAL_KNN_ACC, 0.0),
+                         "finetuned": finetuned, "trial_s": h[Metric.TIME_TOTAL_S] - previous, "trial": trial_dir})
+            previous = h[Metric.TIME_TOTAL_S]
     return sorted(rows, key=lambda r: r["at"])
 
 

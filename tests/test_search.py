@@ -16,7 +16,7 @@ import yaml
 from raysearch.cli import main as cli_main
 from raysearch.data.cache import resolve_data, synthetic_spec
 from raysearch.data.format import open_dataset
-from raysearch.tune.results import collect_results, trial_history
+from raysearch.runs import collect_results, trial_history
 from raysearch.tune.space import load_search_space
 
 pytestmark = pytest.mark.slow
