@@ -45,6 +45,8 @@ import yaml
 
 from harness import emit, log, machine_info
 
+from raysearch.contract import Metric
+
 TARGET_SPEEDUP = 3.0
 CLASSES = 10
 VAL_FRACTION = 0.25  # of the training subjects' sequences: about 140 of 800, val_acc in steps of 0.7%
@@ -55,7 +57,7 @@ def space_doc(method: str, seed: int, num_samples: int, finetune_epochs: int, da
         "name": f"{method}-seed{seed}",
         "preset": "mvae-tiny",
         "data": str(data_dir),
-        "objectives": [{"metric": "val_acc", "mode": "max"}],
+        "objectives": [{"metric": Metric.VAL_ACC, "mode": "max"}],
         "budget": {"num_samples": num_samples, "pretrain_epochs": 1, "finetune_epochs": finetune_epochs},
         "resources": {"workers": 1, "cpus_per_worker": 0.95, "gpus_per_worker": 0},
         "fixed": {"batch_size": 32},
@@ -76,8 +78,8 @@ def space_doc(method: str, seed: int, num_samples: int, finetune_epochs: int, da
 
 
 def reports(run_dir: str) -> list[dict]:
-    """Every epoch report of every trial: when it came (approximately), the fine-tuned val_acc or
-    the pre-training kNN proxy, trial seconds."""
+    """Every epoch report of every trial: when it came (approximately), its score (the fine-tuned
+    val_acc, or the pre-training kNN proxy val_knn_acc), trial seconds."""
     from raysearch.contract import FINETUNE, Column, Metric
     from raysearch.runs import collect_results, open_location, trial_history
 
@@ -94,7 +96,7 @@ def reports(run_dir: str) -> list[dict]:
         for h in history:
             finetuned = h.get(Metric.PHASE) == FINETUNE
             rows.append({"at": started + h[Metric.TIME_TOTAL_S],
-                         "val_acc": h.get(Metric.VAL_ACC if finetuned else Metric.VAL_KNN_ACC, 0.0),
+                         "score": h.get(Metric.VAL_ACC if finetuned else Metric.VAL_KNN_ACC, 0.0),
                          "finetuned": finetuned, "trial_s": h[Metric.TIME_TOTAL_S] - previous, "trial": trial_dir})
             previous = h[Metric.TIME_TOTAL_S]
     return sorted(rows, key=lambda r: r["at"])
@@ -105,7 +107,7 @@ def cost_to_reach(rows: list[dict], target: float) -> dict:
     for row in rows:
         epochs += 1
         seconds += row["trial_s"]
-        if row["finetuned"] and row["val_acc"] >= target:
+        if row["finetuned"] and row["score"] >= target:
             return {"reached": True, "epochs": epochs, "trial_s": round(seconds, 1)}
     return {"reached": False, "epochs": None, "trial_s": None}
 
@@ -175,8 +177,8 @@ def main() -> None:
                 rows = reports(run_dir)
                 runs[method][seed] = {
                     "wall_s": round(time.time() - start, 1), "rows": rows, "epochs_total": len(rows),
-                    "final_best": max((r["val_acc"] for r in rows if r["finetuned"]), default=0.0),
-                    "best_pretrain_knn": max((r["val_acc"] for r in rows if not r["finetuned"]), default=0.0)}
+                    "final_best": max((r["score"] for r in rows if r["finetuned"]), default=0.0),
+                    "best_pretrain_knn": max((r["score"] for r in rows if not r["finetuned"]), default=0.0)}
                 log(f"{method} seed {seed}: {len(rows)} epochs, best val_acc {runs[method][seed]['final_best']:.3f}, "
                     f"{runs[method][seed]['wall_s']} s")
         ray.shutdown()

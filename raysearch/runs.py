@@ -144,61 +144,60 @@ class SearchRecord:
         try:
             raw = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise UserInputError(f"file {source}: not valid JSON ({getattr(exc, 'msg', type(exc).__name__)}); "
+            raise UserInputError(f"{source}: not valid JSON ({getattr(exc, 'msg', type(exc).__name__)}); "
                                  f"{fix}") from None
         if not isinstance(raw, dict):
-            raise UserInputError(f"file {source}: expected a JSON object; {fix}")
+            raise UserInputError(f"{source}: expected a JSON object; {fix}")
         objectives = raw.get("objectives") or [dict(zip(("metric", "mode"), DEFAULT_OBJECTIVE))]
         if not isinstance(objectives, list) or not all(
                 isinstance(o, dict) and isinstance(o.get("metric"), str) and o.get("mode") in ("min", "max")
                 for o in objectives):
-            raise UserInputError(f"file {source}: objectives must be a list of {{metric, mode: min|max}}, got "
+            raise UserInputError(f"{source}: objectives must be a list of {{metric, mode: min|max}}, got "
                                  f"{str(objectives)[:120]}; {fix}")
         max_epochs, parameters = raw.get("max_epochs", 0), raw.get("parameters", [])
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 0:
-            raise UserInputError(f"file {source}: max_epochs must be an integer >= 0, got {max_epochs!r}; {fix}")
+            raise UserInputError(f"{source}: max_epochs must be an integer >= 0, got {max_epochs!r}; {fix}")
         if not isinstance(parameters, list) or not all(isinstance(p, str) for p in parameters):
-            raise UserInputError(f"file {source}: parameters must be a list of names; {fix}")
+            raise UserInputError(f"{source}: parameters must be a list of names; {fix}")
         resources = raw.get("resources", {})
         known = Resources.__dataclass_fields__
         if not isinstance(resources, dict):
-            raise UserInputError(f"file {source}: resources must be a JSON object; {fix}")
+            raise UserInputError(f"{source}: resources must be a JSON object; {fix}")
         try:
             resources = Resources(**{k: v for k, v in resources.items() if k in known}).validate()
         except UserInputError as exc:
-            raise UserInputError(f"file {source}: {exc}; {fix}") from None
+            raise UserInputError(f"{source}: {exc}; {fix}") from None
         name = raw.get("name")
-        return cls(name=name if isinstance(name, str) else posixpath.basename(posixpath.dirname(source)),
+        return cls(name=name if isinstance(name, str) else "search",
                    objectives=tuple(Objective(o["metric"], o["mode"]) for o in objectives),
                    max_epochs=max_epochs, parameters=tuple(parameters), resources=resources,
                    data_dir=raw.get("data_dir") if isinstance(raw.get("data_dir"), str) else None,
                    source=raw.get("source") if isinstance(raw.get("source"), str) else None)
 
 
-def read_search(run_dir: str) -> SearchRecord:
-    filesystem, path = open_location(run_dir)
-    text = read_text(filesystem, f"{path}/{SPACE_FILE}")
+def _read_record(location: str, what: str, name: str, parse, expected: str):
+    """Parse the record file `name` of the directory `location` with `parse(text, source)`."""
+    filesystem, path = open_location(location, what)
+    text = read_text(filesystem, f"{path}/{name}")
     if text is None:
-        raise UserInputError(f"run {run_dir}: no {SPACE_FILE}; is this a `raysearch search` run directory?")
-    return SearchRecord.from_json(text, f"{run_dir}/{SPACE_FILE}")
+        raise UserInputError(f"{what} {location}: no {name}; pass {expected}")
+    return parse(text, f"file {location.rstrip('/')}/{name}")
+
+
+def read_search(run_dir: str) -> SearchRecord:
+    return _read_record(run_dir, "run", SPACE_FILE, SearchRecord.from_json,
+                        "the directory that `raysearch search` printed")
 
 
 def read_train_summary(run_dir: str) -> TrainSummary:
-    filesystem, path = open_location(run_dir)
-    text = read_text(filesystem, f"{path}/{TRAIN_RESULT_FILE}")
-    if text is None:
-        raise UserInputError(f"run {run_dir}: no {TRAIN_RESULT_FILE}; is this a `raysearch train --out` directory?")
-    return TrainSummary.from_json(text, f"file {run_dir}/{TRAIN_RESULT_FILE}")
+    return _read_record(run_dir, "run", TRAIN_RESULT_FILE, TrainSummary.from_json,
+                        "the --out directory of `raysearch train`")
 
 
 def read_meta(checkpoint_dir: str) -> TrialMeta:
     """The TrialMeta of a checkpoint (local path or URI)."""
-    filesystem, path = open_location(checkpoint_dir, "checkpoint")
-    text = read_text(filesystem, f"{path}/{META_FILE}")
-    if text is None:
-        raise UserInputError(f"checkpoint {checkpoint_dir}: no {META_FILE}; pass a checkpoint written by "
-                             "`raysearch train` or `raysearch search`")
-    return TrialMeta.from_json(text, f"file {checkpoint_dir}/{META_FILE}")
+    return _read_record(checkpoint_dir, "checkpoint", META_FILE, TrialMeta.from_json,
+                        "a checkpoint written by `raysearch train` or `raysearch search`")
 
 
 # -- Tune trial directories ------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ..contract import Metric
+    from ..contract import Column, Metric
     from .export import CONFIG_FILE, METRICS_FILE, check_out_dir, export_artifact, resolve_checkpoint
 
     check_out_dir(Path(args.out).absolute(), args.overwrite)  # before fetching a remote checkpoint
@@ -57,7 +57,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             print(f"export: skipped better-ranked trials without fine-tuned weights: {', '.join(info['skipped'])}",
                   file=sys.stderr)
         objective = info.get("objective")
-        chosen = f"trial {info['trial_id']}, " if info.get("trial_id") else ""
+        chosen = f"trial {info[Column.TRIAL_ID]}, " if info.get(Column.TRIAL_ID) else ""
         score = f"{objective['metric']} {objective['value']}, " if objective else ""
         print(f"export: {chosen}{score}checkpoint {info['checkpoint']}; tracing and verifying the classifier",
               file=sys.stderr)
@@ -68,7 +68,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     config = json.loads((out / CONFIG_FILE).read_text())
     metrics = json.loads((out / METRICS_FILE).read_text())
     summary: dict[str, Any] = {
-        "artifact": str(out), "run_dir": info["run_dir"], "trial_id": info.get("trial_id"),
+        "artifact": str(out), "run_dir": info["run_dir"], Column.TRIAL_ID: info.get(Column.TRIAL_ID),
         "checkpoint": info["checkpoint"], Metric.BEST_VAL_ACC: metrics.get(Metric.BEST_VAL_ACC),
         "export_format": config["export_format"], "program_file": config["program_file"],
         "num_classes": config["model_config"]["num_classes"],

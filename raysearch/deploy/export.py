@@ -102,7 +102,7 @@ def _train_run(run_dir: str, trial_id: str | None) -> dict[str, Any]:
         raise UserInputError(f"run {run_dir}: the trial ended {summary.outcome} ({reason}); to export its best "
                              f"weights anyway, run `raysearch export {summary.checkpoint} --out DIR`, or re-train")
     metric, mode = DEFAULT_OBJECTIVE
-    return {"kind": runs.TRAIN, "run_dir": run_dir, "trial_id": None, "checkpoint": summary.checkpoint,
+    return {"kind": runs.TRAIN, "run_dir": run_dir, Column.TRIAL_ID: None, "checkpoint": summary.checkpoint,
             OUTCOME_COLUMN: summary.outcome, "objective": {"metric": metric, "mode": mode,
                                                            "value": summary.best_val_acc}}
 
@@ -157,7 +157,7 @@ def _search_run(run_dir: str, trial_id: str | None) -> dict[str, Any]:
             raise UserInputError(f"run {run_dir}: none of the {len(usable)} finished trials has fine-tuned weights "
                                  f"({BEST_CLASSIFIER_FILE}); they stopped before fine-tuning, so give trials more "
                                  "epochs or a later grace period")
-    return {"kind": runs.SEARCH, "run_dir": run_dir, "trial_id": str(row.get(Column.TRIAL_ID)),
+    return {"kind": runs.SEARCH, "run_dir": run_dir, Column.TRIAL_ID: str(row.get(Column.TRIAL_ID)),
             "checkpoint": _row_checkpoint(row), OUTCOME_COLUMN: _row_outcome(row),
             "objective": {"metric": rank_by, "mode": mode, "value": row.get(rank_by)},
             "skipped": [] if trial_id is not None else skipped}
@@ -201,7 +201,7 @@ def resolve_checkpoint(run_dir: str, trial_id: str | None = None) -> tuple[str, 
     if kind == runs.CHECKPOINT:
         if trial_id is not None:
             raise UserInputError(f"--trial {trial_id}: {run_dir} is a single checkpoint; drop --trial")
-        info = {"kind": kind, "run_dir": run_dir, "trial_id": None, "checkpoint": run_dir,
+        info = {"kind": kind, "run_dir": run_dir, Column.TRIAL_ID: None, "checkpoint": run_dir,
                 OUTCOME_COLUMN: None, "objective": None}
     elif kind == runs.TRAIN:
         info = _train_run(run_dir, trial_id)
