@@ -1,10 +1,14 @@
-"""The Pareto front of a multi-objective search; the rows themselves come from `raysearch.runs`."""
+"""The Pareto front of a multi-objective search. The rows themselves are read by `raysearch.runs`
+(`collect_results`, named here too for callers that look for it beside the front)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from ..contract import Objective
+from ..runs import collect_results
+
+__all__ = ["collect_results", "pareto_front"]
 
 
 def pareto_front(frame: pd.DataFrame, objectives: tuple[Objective, ...] | list[Objective]) -> pd.Series:
