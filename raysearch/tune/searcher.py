@@ -257,7 +257,9 @@ class OptunaStudySearch(Searcher):
         old = next(t for t in self.study.get_trials(deepcopy=False) if t.number == self._numbers[trial_id])
         self.study.add_trial(optuna.trial.create_trial(
             state=TrialState.RUNNING, params=old.params, distributions=old.distributions,
-            user_attrs={Metric.TRIAL_ID: trial_id, RETRY_OF: old.number}, intermediate_values=old.intermediate_values))
+            user_attrs={Metric.TRIAL_ID: trial_id, RETRY_OF: old.number}, intermediate_values=old.intermediate_values,
+            # The sampler's own record of the configuration (GridSampler's grid point) goes along.
+            system_attrs=old.system_attrs))
         self._numbers[trial_id] = max(t.number for t in self.study.get_trials(deepcopy=False))
         self._open_trials.pop(trial_id, None)
         del self._told[trial_id]
