@@ -61,6 +61,8 @@ class TrainConfig:
         for name in ("batch_size", "knn_k"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 fail(name, "must be a positive integer")
+        if isinstance(self.loader_workers, bool) or not isinstance(self.loader_workers, int) or self.loader_workers < 0:
+            fail("loader_workers", "must be an integer >= 0 (0 loads in the training process)")
         for name in ("lr", "finetune_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
