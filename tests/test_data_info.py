@@ -15,6 +15,7 @@ def test_dataset_info_summarises_every_split(tmp_path):
     assert info["layout"] == {"name": "ntu-25", "num_joints": 25, "num_bones": 24,
                               "center_joint": "spine_mid"}
     assert info["num_classes"] == 4 and info["class_names"] == list(ds.class_names)
+    assert info["normalisation"].startswith("centred on spine_mid (joint 1) of person 1")
     assert info["total_samples"] == 40
     for name in ds.split_names:
         split, view = info["splits"][name], ds.split(name)

@@ -49,6 +49,7 @@ def dataset_info(path: str | os.PathLike) -> dict:
             "num_bones": len(m.layout.bones),
             "center_joint": m.layout.joint_names[m.layout.center_joint],
         },
+        "normalisation": m.normalisation.describe(m.layout) if m.normalisation else "not recorded",
         "num_channels": m.num_channels,
         "max_persons": m.max_persons,
         "max_frames": m.max_frames,
