@@ -11,6 +11,8 @@
   labels and one sample (in a fresh process, after pyarrow's one-time set-up, which is
   reported apart), against the dataset's size on disk.
 - synthetic: seconds to generate 10 classes x 200 sequences.
+- npz_import: seconds to import MSR Action3D (../shared/data/msr_action3d, 557 clips) with the
+  defaults (read, check, hip-centre, carve, write), and its split counts; skipped when absent.
 Timings are best-of-3 wall clock on this machine; compare ratios, not absolute numbers.
 """
 
@@ -186,6 +188,27 @@ def bench_synthetic() -> dict:
     return {"classes": 10, "per_class": 200, "max_frames": 64, "seconds": round(seconds, 3)}
 
 
+MSR_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
+
+
+def bench_npz_import() -> dict:
+    import contextlib
+    import io
+
+    from raysearch.data.format import open_dataset
+    from raysearch.data.npz import prepare_npz
+
+    if not MSR_NPZ.is_file():
+        return {"skipped": f"{MSR_NPZ} not found"}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        out = Path(tmp) / "msr"
+        seconds = best_of(lambda: prepare_npz(MSR_NPZ, out, overwrite=True))
+        ds = open_dataset(out)
+        counts = {name: len(ds.split(name)) for name in ds.split_names}
+    return {"file": "msr_action3d.npz", "clips": sum(counts.values()), "splits": counts,
+            "seconds": round(seconds, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skeleton-mb", type=float, default=20.0)
@@ -197,6 +220,7 @@ def main() -> None:
         "dataset": bench_dataset(),
         "open_rss": bench_open_rss(args.dataset_mb),
         "synthetic": bench_synthetic(),
+        "npz_import": bench_npz_import(),
     }
     print(json.dumps(result))
 

@@ -64,11 +64,11 @@ class Normalisation:
     def apply(self, x: np.ndarray) -> np.ndarray:
         """A normalised float32 copy of x (..., C, T, V, M)."""
         out = np.array(x, dtype=np.float32, copy=True)
-        if out.shape[-3] == 0 or (self.center_joint is None and self.scale == "none"):
+        if out.size == 0 or (self.center_joint is None and self.scale == "none"):
             return out
         k = min(out.shape[-4], 3)
         coords = out[..., :k, :, :, :]  # a view: (..., k, T, V, M)
-        present = np.any(out != 0, axis=(-4, -2))  # (..., T, M)
+        present = _present(out)  # (..., T, M)
         if self.center_joint is not None:
             first = np.argmax(present[..., 0], axis=-1)  # (...); 0 when person 1 never appears
             track = coords[..., :, :, self.center_joint, 0]  # (..., k, T)
@@ -132,6 +132,21 @@ class Normalisation:
                                      f"indices or null, got {bone!r}")
             bone = (bone[0], bone[1])
         return cls(center, scale, bone).check(num_joints, f"{where}: normalisation")
+
+
+def _present(x: np.ndarray) -> np.ndarray:
+    """(..., T, M): whether a person has any nonzero coordinate in a frame, x (..., C, T, V, M).
+
+    Equal to np.any(x != 0, axis=(-4, -2)); or-ing slices is about twice as fast as numpy's
+    reduction over two strided axes, which matters for the synthetic generator's big batches."""
+    nonzero = x != 0
+    over_joints = nonzero[..., 0, :].copy()  # (..., C, T, M)
+    for v in range(1, x.shape[-2]):
+        over_joints |= nonzero[..., v, :]
+    present = over_joints[..., 0, :, :].copy()  # (..., T, M)
+    for c in range(1, x.shape[-4]):
+        present |= over_joints[..., c, :, :]
+    return present
 
 
 def layout_normalisation(layout: SkeletonLayout) -> Normalisation:
