@@ -15,7 +15,9 @@ from ..contract import TENSORBOARD_DIR, Resources
 from ..train.config import TrialConfig
 from ..train.driver import make_trainer
 
-DRIVER_CPUS = 0.05  # the per-trial Tune function only waits on its TorchTrainer (RAY_NOTES.md)
+# The per-trial Tune function only waits on its TorchTrainer. At Tune's default of 1 CPU, a 2-core
+# machine would run one trial's driver and no workers, and deadlock with 2 workers per trial.
+DRIVER_CPUS = 0.05
 
 
 def run_trial(config: dict[str, Any], resources: Resources, storage: str) -> None:
