@@ -49,7 +49,8 @@ RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", 
 WRAPPERS = {
     "nohup": set(), "setsid": set(), "builtin": set(), "time": {"-f", "-o"},
     "nice": {"-n", "--adjustment"}, "ionice": {"-c", "-n", "-p", "-P", "-u"},
-    "stdbuf": {"-i", "-o", "-e"}, "chrt": set(), "taskset": set(), "xargs": {"-I", "-n", "-P", "-L", "-d", "-E", "-s", "-a"},
+    "stdbuf": {"-i", "-o", "-e"}, "chrt": set(), "taskset": set(),
+    "xargs": {"-I", "-n", "-P", "-L", "-d", "-E", "-s", "-a"},
 }
 SUDO_VALUE_OPTIONS = {"-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T", "--user", "--group", "--host",
                       "--prompt", "--close-from", "--chdir", "--role", "--type", "--other-user", "--command-timeout"}
@@ -441,7 +442,7 @@ class _Walker:
         self.analysis = Analysis()
 
     # Lists, pipelines, subshells.
-    def script(self, script: Script, shell: _Shell, top: bool = False):
+    def script(self, script: Script, shell: _Shell):
         for item in script:
             self.and_or(item, shell.copy() if item.background else shell)
 
@@ -469,7 +470,7 @@ class _Walker:
         for part, command in zip(runs, pipeline):
             names = {_name(r.argv[0]) for r in part if r.argv}
             if fetched and any(INTERPRETER.match(n) for n in names):
-                self.find("pipes downloaded code into an interpreter", " | ".join(_text(c) for c in pipeline))
+                self.find("pipes downloaded code into an interpreter", " | ".join(c.text for c in pipeline))
                 return
             fetched = fetched or bool(names & DOWNLOADERS)
 
@@ -683,10 +684,6 @@ class _Walker:
 
     def find(self, what: str, text: str):
         self.analysis.findings.append(Finding(what, text))
-
-
-def _text(command: Command) -> str:
-    return command.text
 
 
 def _shell_script(args: list[str | None]) -> tuple[bool, str | None]:

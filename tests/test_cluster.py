@@ -31,6 +31,7 @@ import yaml
 
 from raysearch.cli import build_parser
 from raysearch.cluster_config import validate_cluster_file as validate_file
+from raysearch.contract import COMPLETED, Column, Metric
 from raysearch.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -575,7 +576,7 @@ def test_job_submitted_with_token_runs_search_and_results_are_readable(tmp_path)
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from raysearch.cli import main as cli_main
-    from raysearch.tune.results import collect_results
+    from raysearch.runs import collect_results
 
     storage = tmp_path / "shared"          # stands for the bucket or shared filesystem of a real cluster
     runtime_env = {**yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text()), "working_dir": str(REPO)}
@@ -607,7 +608,7 @@ def test_job_submitted_with_token_runs_search_and_results_are_readable(tmp_path)
     # Afterwards, without the cluster: results and the best model come from the storage URI.
     uri = f"file://{storage}/smoke"
     results = collect_results(uri)
-    assert len(results) == 2 and results["best_val_acc"].notna().all()
+    assert len(results) == 2 and results[Metric.BEST_VAL_ACC].notna().all()
     assert len(glob.glob(f"{storage}/smoke/trial_*/events.out.tfevents.*")) == 2   # TensorBoard reads these
     try:
         cli_main(["export", uri, "--out", str(tmp_path / "artifact")])
@@ -615,7 +616,7 @@ def test_job_submitted_with_token_runs_search_and_results_are_readable(tmp_path)
         assert exc.code in (0, None), f"raysearch export {uri} exited {exc.code}"
     assert (tmp_path / "artifact" / "weights.pt").is_file()
     metrics = json.loads((tmp_path / "artifact" / "metrics.json").read_text())
-    assert metrics["source"]["trial_id"] in set(results["trial_id"])
+    assert metrics["source"][Column.TRIAL_ID] in set(results[Column.TRIAL_ID])
 
 
 # -- (2) the fake autoscaler -----------------------------------------------------------------------
@@ -650,7 +651,7 @@ def test_fake_autoscaler_adds_a_worker_node_for_a_search_and_removes_it_when_idl
             if driver.poll() is None:
                 driver.kill()
         assert driver.returncode == 0, err[-3000:]
-        assert json.loads(out.strip().splitlines()[-1])["outcomes"] == {"completed": 1}
+        assert json.loads(out.strip().splitlines()[-1])["outcomes"] == {COMPLETED: 1}
         assert most_workers >= 1, "the head has no room for a trial's workers: a worker node should have started"
 
         idle_s = config["idle_timeout_minutes"] * 60
@@ -667,7 +668,7 @@ def test_search_survives_losing_the_node_running_a_trials_workers(tmp_path, monk
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
-    from raysearch.tune.results import collect_results
+    from raysearch.runs import collect_results
 
     # Cluster writes and deletes the machine-wide /tmp/ray/ray_current_cluster, which other
     # people's `ray.init()` would follow to this cluster: leave that file alone.
@@ -717,12 +718,12 @@ def test_search_survives_losing_the_node_running_a_trials_workers(tmp_path, monk
         forget_temp_dir(temp_dir, failed=sys.exc_info()[0] is not None)
 
     results = collect_results(str(storage / "smoke"))
-    assert list(results["outcome"]) == ["completed"]
+    assert list(results[Column.OUTCOME]) == [COMPLETED]
     (history,) = trial_histories(storage / "smoke").values()
     last = history[-1]
-    assert last["global_epoch"] == 5                      # all of pre-training and fine-tuning
-    assert last["resumed_from_global_epoch"] >= 1         # restarted from a checkpoint, not from scratch
-    assert history[0]["resumed_from_global_epoch"] == 0
+    assert last[Metric.GLOBAL_EPOCH] == 5                      # all of pre-training and fine-tuning
+    assert last[Metric.RESUMED_FROM] >= 1         # restarted from a checkpoint, not from scratch
+    assert history[0][Metric.RESUMED_FROM] == 0
 
 
 # -- buckets: what cluster/README.md says a non-AWS S3 store needs ---------------------------------
