@@ -192,7 +192,7 @@ def test_predict_refuses_a_joint_or_person_count_that_cannot_be_made_to_fit(arti
     np.savez(tmp_path / "v17.npz", x=np.ones((2, 3, 30, 17, 2), np.float32))
     with pytest.raises(UserInputError, match="has 17 joints per person but artifact .* expects 25"):
         predict(artifact_dir, tmp_path / "v17.npz")
-    np.savez(tmp_path / "m3.npz", x=np.ones((2, 3, 30, 25, 3), np.float32))
+    np.savez(tmp_path / "m3.npz", x=np.random.default_rng(0).normal(size=(2, 3, 30, 25, 3)).astype(np.float32))
     with pytest.raises(UserInputError, match="has 3 persons with joints in the same clip but the artifact takes 2"):
         predict(artifact_dir, tmp_path / "m3.npz")
     (tmp_path / "clip.txt").write_text("1")
