@@ -22,7 +22,7 @@ SPATIAL_KERNEL = 5
 
 BlockSpec = tuple[int, int, int]  # (in channels Ci, out channels Co, query/key dim d)
 
-# The public STTFormer encoder (MODEL_SPEC.md, paper Tables 9 and 10).
+# The public STTFormer encoder (docs/model.md, paper Tables 9 and 10).
 PAPER_ENCODER: tuple[BlockSpec, ...] = (
     (64, 64, 16), (64, 64, 16), (64, 128, 32), (128, 128, 32),
     (128, 256, 64), (256, 256, 64), (256, 256, 64), (256, 256, 64),
@@ -304,7 +304,7 @@ def decoder_blocks(depth: int, width: int) -> tuple[BlockSpec, ...]:
     return tuple(plan)
 
 
-# Presets. Paper scale follows MODEL_SPEC.md; tiny presets keep the same code at a size that trains
+# Presets. Paper scale follows docs/model.md; tiny presets keep the same code at a size that trains
 # an epoch of a few thousand sequences on one CPU core in seconds.
 _TINY = dict(
     num_frames=16, tuple_len=2,  # 8 tuples of 50 tokens: ~450 pre-training samples/s on one core

@@ -1,4 +1,4 @@
-"""Spatial-temporal masking with exact counts (paper section 3.3.1, MODEL_SPEC.md "Masking").
+"""Spatial-temporal masking with exact counts (paper section 3.3.1, docs/model.md, "Masking").
 
 Per sample: drop round(Mt * T) frames (the kept count rounded down to whole tuples of P), keep the
 rest in time order; then drop round(Mj * V) joints, the same joints on every kept frame. Both

@@ -1,4 +1,4 @@
-"""Interop with checkpoints in the public STTFormer state-dict layout (MODEL_SPEC.md "Interop").
+"""Interop with checkpoints in the public STTFormer state-dict layout (docs/model.md, "Checkpoint interop").
 
 Our module names say what things are; the public names are mapped here, in one table, both ways.
 """

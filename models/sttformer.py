@@ -1,4 +1,4 @@
-"""STTFormer (Qiu et al. 2022) blocks, encoder and classifier, as MODEL_SPEC.md describes them.
+"""STTFormer (Qiu et al. 2022) blocks, encoder and classifier, as docs/model.md describes them.
 
 Tokens: T frames are grouped into T' = T / P tuples of P consecutive frames; each tuple holds
 U = P * V tokens with index u = p * V + v (frame-in-tuple major, joint minor), which is what the
@@ -94,7 +94,7 @@ class STTFormerBlock(nn.Module):
         b, c, t_tuples, u = x.shape  # (B, Ci, T', U)
         xs = x + self.positional_encoding(token_index)
         q, k = self.qk_proj(xs).view(b, 2 * self.num_heads, self.qk_dim, t_tuples, u).chunk(2, dim=1)
-        # A_h = tanh(sum_{c,t} Q K / (d T')) * alpha_h + A0_h: no softmax (MODEL_SPEC.md step 3).
+        # A_h = tanh(sum_{c,t} Q K / (d T')) * alpha_h + A0_h: no softmax (docs/model.md, block step 3).
         scores = torch.einsum("bhctu,bhctv->bhuv", q, k) / (self.qk_dim * t_tuples)  # (B, H, U, U)
         attention = torch.tanh(scores) * self.alpha + self.attention_prior(token_index)
         # Values are the block input itself: y_h[c, t, v] = sum_u x[c, t, u] A_h[u, v]. One product

@@ -2,7 +2,7 @@
 
 Both functions choose inside each class separately so that every class keeps the same share,
 and both return sorted indices so that the order of samples on disk is kept. Counts use
-Python's `round` on `fraction * n_c` exactly as written in MODEL_SPEC ("the same fraction inside
+Python's `round` on `fraction * n_c` exactly as docs/model.md writes it ("the same fraction inside
 every class"), so a reader can recompute them by hand (note: round half to even, 2.5 -> 2).
 """
 
