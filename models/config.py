@@ -101,12 +101,14 @@ class ModelConfig:
     num_frames: int = 120
     num_joints: int = 25
     num_persons: int = 2
-    num_classes: int = 60
+    # Sizes the classifier head only: no pre-training weight depends on it ("stage" metadata:
+    # raysearch keys its cache of pre-trained encoders on every field not marked "finetune").
+    num_classes: int = dataclasses.field(default=60, metadata={"stage": "finetune"})
     # STTFormer encoder.
     tuple_len: int = 6                      # P: frames per spatio-temporal tuple
     num_heads: int = 3
     encoder_blocks: tuple[BlockSpec, ...] = PAPER_ENCODER
-    dropout: float = 0.0                    # classifier dropout before the Linear head
+    dropout: float = dataclasses.field(default=0.0, metadata={"stage": "finetune"})  # before the Linear head
     # Masking (pre-training only).
     frame_mask_ratio: float = 0.4           # Mt
     joint_mask_ratio: float = 0.4           # Mj

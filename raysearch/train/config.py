@@ -16,10 +16,17 @@ from typing import Any
 import models
 from models import ModelConfig, ModelConfigError
 
+from ..contract import FINETUNE, PRETRAIN
 from ..errors import UserInputError
 
 FINETUNE_MODES = ("full", "linear")
 PRETRAIN_METRICS = ("knn", "linear_probe")
+
+
+# Field metadata naming the stage a setting belongs to. A field of `TrainConfig` or `ModelConfig`
+# shapes pre-training unless it says `stage: finetune`: a new field is then part of the encoder
+# cache's key until someone decides otherwise, so a cached encoder is never shared by mistake.
+STAGE = "stage"
 
 
 @dataclass(frozen=True)
@@ -27,15 +34,17 @@ class TrainConfig:
     """The pre-train -> fine-tune recipe of one trial."""
 
     pretrain_epochs: int = 200
-    finetune_epochs: int = 200
+    finetune_epochs: int = field(default=200, metadata={STAGE: FINETUNE})
     batch_size: int = 64                    # global: each of W workers takes batch_size / W
     lr: float | None = None                 # None: 1e-3 for MAE/MVAE, 1e-2 for MVQVAE (paper 4.2)
-    finetune_lr: float | None = None        # None: the same as lr
+    finetune_lr: float | None = field(default=None, metadata={STAGE: FINETUNE})  # None: the same as lr
     weight_decay: float = 1e-4
     lr_milestones: tuple[int, ...] = (60, 90, 110)  # step decay epochs, in each phase
     lr_gamma: float = 0.1
-    label_fraction: float = 1.0             # per-class fraction of train labels for fine-tuning
-    finetune_mode: str = "full"             # "full" fine-tuning or "linear" probe (frozen encoder)
+    # per-class fraction of train labels for fine-tuning
+    label_fraction: float = field(default=1.0, metadata={STAGE: FINETUNE})
+    # "full" fine-tuning or "linear" probe (frozen encoder)
+    finetune_mode: str = field(default="full", metadata={STAGE: FINETUNE})
     pretrain_metric: str = "knn"            # pre-training proxy: val_knn_acc or val_probe_acc
     knn_k: int = 20
     seed: int = 0
@@ -85,6 +94,26 @@ MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 # Filled from the dataset manifest, never by users.
 DATA_FIELDS = {"num_joints", "num_persons", "num_classes", "num_channels"}
 TUNABLE_FIELDS = (TRAIN_FIELDS | MODEL_FIELDS) - DATA_FIELDS
+
+
+def _stage(f: dataclasses.Field) -> str:
+    return FINETUNE if f.metadata.get(STAGE) == FINETUNE else PRETRAIN
+
+
+def stage_of(name: str) -> str:
+    """contract.PRETRAIN or contract.FINETUNE: whether setting `name` can change the pre-trained
+    encoder (pre-training) or only what fine-tuning does with it."""
+    for cls in (TrainConfig, ModelConfig):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return _stage(f)
+    raise KeyError(name)
+
+
+def pretrain_key_fields() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(ModelConfig fields, TrainConfig fields) that determine the pre-trained encoder."""
+    return (tuple(f.name for f in dataclasses.fields(ModelConfig) if _stage(f) == PRETRAIN),
+            tuple(f.name for f in dataclasses.fields(TrainConfig) if _stage(f) == PRETRAIN))
 
 
 @dataclass(frozen=True)
