@@ -134,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .tune.report import build_report
 
-    report = build_report(args.run_dir, args.out)
+    report = build_report(args.run_dir, args.out, test_trials=args.test_trials)
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, default=str))
     else:
@@ -247,13 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="results.parquet, plots and a summary of a search run")
     report.add_argument("run_dir")
     report.add_argument("--out", help="where plots and summary.md go (default: the run directory)")
+    report.add_argument("--test-trials", type=int, default=3, metavar="N",
+                        help="evaluate the N best trials (by validation) on the data's test split for "
+                             "summary.md; never used for selection; 0 skips it (default 3)")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
 
-    from .deploy.cli_commands import add_export_parser, add_predict_parser
+    from .deploy.cli_commands import add_evaluate_parser, add_export_parser, add_predict_parser
 
     add_export_parser(sub)
     add_predict_parser(sub)
+    add_evaluate_parser(sub)
 
     cluster = sub.add_parser("cluster", help="cluster configs: check them before launching")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)

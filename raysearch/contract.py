@@ -72,6 +72,8 @@ class Metric:
     # test split: computed once, with the best-validation weights, never used for selection
     TEST_ACC = "test_acc"
     TEST_TOP5_ACC = "test_top5_acc"
+    TEST_PER_CLASS_ACC = "test_per_class_acc"  # {class name: top-1 on its test clips}
+    TEST_CLIPS = "test_clips"
     # how a trial ended
     DIVERGED = "diverged"
     STATUS_REASON = "status_reason"
@@ -215,6 +217,8 @@ class TrialMeta:
     best: BestSoFar = field(default_factory=BestSoFar)
     global_epoch: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    # The recipe that ran (`TrainConfig.recipe_record`): batch size, lr steps per phase, ...
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=list)
@@ -249,7 +253,10 @@ class TrialMeta:
                 raise UserInputError(f"{source}: field 'best.{key}' must be a number or null, "
                                      f"found {type(value).__name__}")
             best[key] = value
-        return cls(model_config=raw["model_config"], trial_config=raw["trial_config"],
+        recipe = raw.get("recipe", {})
+        if not isinstance(recipe, dict):
+            raise UserInputError(f"{source}: field 'recipe' must be a JSON dict, found {type(recipe).__name__}")
+        return cls(recipe=recipe, model_config=raw["model_config"], trial_config=raw["trial_config"],
                    class_names=list(raw["class_names"]), layout=raw["layout"], best=BestSoFar(**best),
                    global_epoch=int(raw.get("global_epoch", 0)), last_metrics=raw.get("last_metrics", {}))
 
@@ -278,6 +285,11 @@ class TrainSummary:
     history_rows: int = 0
     final_metrics: dict[str, Any] = field(default_factory=dict)
     trial_config: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)        # the recipe that ran (batch, lr steps)
+    # Metric.TEST_ACC, TEST_TOP5_ACC, TEST_PER_CLASS_ACC, TEST_CLIPS of the best-validation
+    # classifier on the test split, computed once after training and never used for selection;
+    # empty when the data has no test split or the trial never fine-tuned.
+    test_metrics: dict[str, Any] = field(default_factory=dict)
 
     # The fields `raysearch train` prints (all of them with --json).
     HEADLINE: ClassVar[tuple[str, ...]] = ("outcome", "reason", "best_val_acc", "best_epoch", "epochs_run",
@@ -318,5 +330,6 @@ _SUMMARY_KINDS: dict[str, type | tuple[type, ...]] = {
     "outcome": str, "reason": str, "best_val_acc": _NUMBER, "best_epoch": int, "best_pretrain_val_loss": _NUMBER,
     "epochs_run": int, "wall_time_s": _NUMBER, "cpu_hours": _NUMBER, "gpu_hours": _NUMBER, "checkpoint": str,
     "run_dir": str, "history_rows": int, "final_metrics": dict, "trial_config": dict,
+    "recipe": dict, "test_metrics": dict,
 }
 assert set(_SUMMARY_KINDS) == {f.name for f in fields(TrainSummary)}

@@ -2,6 +2,7 @@
 
     raysearch export RUN_DIR --out DIR [--trial ID] [--overwrite] [--json]
     raysearch predict ARTIFACT_DIR INPUT [--top-k K] [--json]
+    raysearch evaluate ARTIFACT_OR_RUN --data DIR [--split test] [--trial ID] [--out DIR] [--json]
 
 `--json` prints one JSON object on stdout and nothing else there; progress goes to stderr.
 """
@@ -36,6 +37,22 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes listed per sequence (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(func=cmd_predict)
+    return parser
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("evaluate", help="accuracy of an artifact or a run's best-validation classifier on a "
+                                             "split of a prepared dataset (default: test)")
+    parser.add_argument("source", metavar="ARTIFACT_OR_RUN",
+                        help="an artifact directory (`raysearch export`), a `raysearch train --out` or "
+                             "`raysearch search` run (its best trial by validation), or a checkpoint directory")
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset directory (`raysearch prepare`)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--trial", metavar="ID", help="a search's trial instead of its best one")
+    parser.add_argument("--out", metavar="DIR", help="where evaluation.json and the confusion matrix (JSON, PNG) "
+                        "go (default: evaluation-SPLIT in the current directory)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -91,3 +108,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
              ", ".join(f"{name} {prob:.2f}" for name, prob in p["top_k"][1:])]
             for p in result["predictions"]]
     print(_table(["index", "sample_id", "class", "prob", "next most likely"], rows))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_source, write_evaluation
+
+    print(f"evaluate: {args.source} on split {args.split} of {args.data}", file=sys.stderr)
+    evaluation, info = evaluate_source(args.source, args.data, args.split, args.trial)
+    files = write_evaluation(evaluation, args.out or f"evaluation-{args.split}", info)
+    if args.json:
+        print(json.dumps({**evaluation.to_dict(), "source": info, "files": files}, default=str))
+        return
+    k = evaluation.k
+    print(_table(["field", "value"], [["source", info.get("checkpoint") or info.get("source")],
+                                      ["split", f"{evaluation.split} ({evaluation.clips} clips)"],
+                                      ["top-1", f"{evaluation.top1:.4f}"], [f"top-{k}", f"{evaluation.topk:.4f}"],
+                                      *[[k_, v] for k_, v in files.items()]]))
+    print()
+    print(_table(["class", "accuracy"], [[name, "-" if acc is None else f"{acc:.3f}"]
+                                         for name, acc in evaluation.per_class.items()]))

@@ -1,7 +1,9 @@
 """Typed trial configuration: the model (preset + overrides) and the training recipe.
 
 Field names are the public names used by `raysearch train --set`, search-space YAML and reports.
-Defaults are the paper's recipe (section 4.2). `TrialConfig.from_flat` is the one parser of flat
+Defaults are the paper's recipe (section 4.2), except the batch size and the learning-rate steps:
+they come from `recipe` (`choose_recipe`), the paper's on NTU-scale data and a small-data recipe
+with enough optimizer steps per epoch otherwise. `TrialConfig.from_flat` is the one parser of flat
 settings (`--set` pairs, or the parameters a search samples): it routes every key to the model or
 the recipe, refuses unknown names with a message that lists the known ones, and validates. The
 resulting frozen `TrialConfig` is what travels to the workers; `to_flat` only writes records.
@@ -22,6 +24,20 @@ from ..errors import UserInputError
 FINETUNE_MODES = ("full", "linear")
 PRETRAIN_METRICS = ("knn", "linear_probe")
 
+# -- recipes: batch size and learning-rate steps as a function of the data ----------------------------
+RECIPES = ("auto", "paper", "small")
+PAPER_BATCH_SIZE = 64
+PAPER_LR_MILESTONES = (60, 90, 110)       # epochs of each phase (paper section 4.2)
+SMALL_BATCH_SIZE = 16                     # the public STTFormer's batch on small data
+# Steps at 60% and 90% of each phase's epochs: the same shape as the paper's schedule (a long
+# plateau at the full rate, then two decays) for any phase length; the paper's fixed epochs would
+# never decay in a 60-epoch phase.
+SMALL_LR_MILESTONE_FRACTIONS = (0.6, 0.9)
+# `auto` takes the paper's recipe when an epoch of the training split gives at least this many
+# optimizer steps at batch 64 (3,200 clips), and always for the paper-scale `*-ntu60` presets.
+AUTO_MIN_PAPER_STEPS = 50
+PAPER_PRESET_SUFFIX = "-ntu60"
+
 
 # Field metadata naming the stage a setting belongs to. A field of `TrainConfig` or `ModelConfig`
 # shapes pre-training unless it says `stage: finetune`: a new field is then part of the encoder
@@ -35,11 +51,12 @@ class TrainConfig:
 
     pretrain_epochs: int = 200
     finetune_epochs: int = field(default=200, metadata={STAGE: FINETUNE})
-    batch_size: int = 64                    # global: each of W workers takes batch_size / W
+    recipe: str = "auto"                    # "paper", "small" or "auto" (by preset and data size)
+    batch_size: int | None = None           # global (each of W workers takes batch_size / W); None: the recipe's
     lr: float | None = None                 # None: 1e-3 for MAE/MVAE, 1e-2 for MVQVAE (paper 4.2)
     finetune_lr: float | None = field(default=None, metadata={STAGE: FINETUNE})  # None: the same as lr
     weight_decay: float = 1e-4
-    lr_milestones: tuple[int, ...] = (60, 90, 110)  # step decay epochs, in each phase
+    lr_milestones: tuple[int, ...] | None = None  # step decay epochs, in each phase; None: the recipe's
     lr_gamma: float = 0.1
     # per-class fraction of train labels for fine-tuning
     label_fraction: float = field(default=1.0, metadata={STAGE: FINETUNE})
@@ -67,9 +84,17 @@ class TrainConfig:
                 fail(name, "must be an integer >= 0")
         if self.pretrain_epochs + self.finetune_epochs == 0:
             fail("finetune_epochs", "pretrain_epochs and finetune_epochs are both 0; nothing to train")
+        if self.recipe not in RECIPES:
+            fail("recipe", f"must be one of {', '.join(RECIPES)}")
         for name in ("batch_size", "knn_k"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                fail(name, "must be a positive integer")
+            value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be a positive integer" + (" or null (the recipe's)" if name == "batch_size" else ""))
+        if self.lr_milestones is not None and not all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in self.lr_milestones):
+            fail("lr_milestones", "must be a list of epochs >= 1, e.g. [60, 90, 110], or null (the recipe's)")
         if isinstance(self.loader_workers, bool) or not isinstance(self.loader_workers, int) or self.loader_workers < 0:
             fail("loader_workers", "must be an integer >= 0 (0 loads in the training process)")
         for name in ("lr", "finetune_lr"):
@@ -87,6 +112,46 @@ class TrainConfig:
         if not 0 < self.lr_gamma <= 1:
             fail("lr_gamma", "must be in (0, 1]")
         return self
+
+    def resolved(self, preset: str, train_clips: int) -> "TrainConfig":
+        """The recipe made concrete for `preset` on a training split of `train_clips` clips:
+        `recipe` becomes "paper" or "small" and `batch_size` a number. An explicit batch_size or
+        lr_milestones is kept. Resolving a resolved config changes nothing."""
+        recipe = self.recipe if self.recipe != "auto" else choose_recipe(preset, train_clips)
+        batch = self.batch_size if self.batch_size is not None else (
+            PAPER_BATCH_SIZE if recipe == "paper" else SMALL_BATCH_SIZE)
+        milestones = self.lr_milestones
+        if milestones is None and recipe == "paper":
+            milestones = PAPER_LR_MILESTONES
+        return dataclasses.replace(self, recipe=recipe, batch_size=batch, lr_milestones=milestones)
+
+    def milestones_for(self, phase_epochs: int) -> tuple[int, ...]:
+        """The learning-rate steps of a phase of `phase_epochs` epochs: the explicit (or paper)
+        epochs, else the small recipe's fractions of the phase (a step every epoch is at least 1)."""
+        if self.lr_milestones is not None:
+            return tuple(self.lr_milestones)
+        if self.recipe == "paper":
+            return PAPER_LR_MILESTONES
+        return tuple(sorted({max(1, round(f * phase_epochs)) for f in SMALL_LR_MILESTONE_FRACTIONS}))
+
+    def recipe_record(self, train_clips: int) -> dict[str, Any]:
+        """What ran, for meta.json and result.json: the resolved recipe, batch size, the
+        learning-rate steps of each phase and the optimizer steps an epoch of the full training
+        split gives."""
+        assert self.recipe != "auto" and self.batch_size is not None, "resolve the recipe first"
+        return {"recipe": self.recipe, "batch_size": self.batch_size, "train_clips": int(train_clips),
+                "steps_per_epoch": int(train_clips) // self.batch_size,
+                "lr_milestones": {"pretrain": list(self.milestones_for(self.pretrain_epochs)),
+                                  "finetune": list(self.milestones_for(self.finetune_epochs))},
+                "lr_gamma": self.lr_gamma}
+
+
+def choose_recipe(preset: str, train_clips: int) -> str:
+    """`recipe: auto`: the paper's for the paper-scale presets and for training splits that give
+    at least AUTO_MIN_PAPER_STEPS steps per epoch at the paper's batch, else the small one."""
+    if preset.endswith(PAPER_PRESET_SUFFIX) or train_clips // PAPER_BATCH_SIZE >= AUTO_MIN_PAPER_STEPS:
+        return "paper"
+    return "small"
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -133,6 +198,10 @@ class TrialConfig:
         except ModelConfigError as exc:
             raise UserInputError(str(exc)) from None
 
+    def resolved(self, train_clips: int) -> "TrialConfig":
+        """This trial with its recipe made concrete for a training split of `train_clips` clips."""
+        return dataclasses.replace(self, train=self.train.resolved(self.preset, train_clips))
+
     def to_flat(self) -> dict[str, Any]:
         flat = {"preset": self.preset, "data_dir": self.data_dir, **self.model_overrides}
         flat.update({k: v for k, v in dataclasses.asdict(self.train).items()})
@@ -150,7 +219,7 @@ class TrialConfig:
             if key in DATA_FIELDS:
                 raise UserInputError(f"{key} comes from the dataset manifest; remove it from the overrides")
             if key in TRAIN_FIELDS:
-                train_fields[key] = tuple(value) if key == "lr_milestones" else value
+                train_fields[key] = tuple(value) if key == "lr_milestones" and value is not None else value
             elif key in MODEL_FIELDS:
                 model_overrides[key] = tuple(map(tuple, value)) if key == "encoder_blocks" else value
             else:

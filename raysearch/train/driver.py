@@ -66,10 +66,14 @@ def summarize(result, trial: TrialConfig, resources: Resources, wall_s: float) -
     history = result.metrics_dataframe
     final = dict(result.metrics or {})
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    meta = None
+    meta, test = None, {}
     if checkpoint is not None:
         with result.checkpoint.as_directory() as local:
             meta = TrialMeta.from_json(Path(local, META_FILE).read_text(), f"checkpoint {checkpoint}")
+            # Once, after training, with the best-validation classifier: reported, never selected by.
+            from ..deploy.evaluate import test_split_metrics
+
+            test = test_split_metrics(local, trial.data_dir)
     best = meta.best if meta is not None else None
     outcome = OUTCOME_DIVERGED if final.get(Metric.DIVERGED) else (ERROR if result.error else COMPLETED)
     return TrainSummary(
@@ -86,7 +90,9 @@ def summarize(result, trial: TrialConfig, resources: Resources, wall_s: float) -
         run_dir=result.path,
         history_rows=0 if history is None else len(history),
         final_metrics=final,
-        trial_config=trial.to_flat(),
+        trial_config=meta.trial_config if meta is not None else trial.to_flat(),  # with the recipe resolved
+        recipe=meta.recipe if meta is not None else {},
+        test_metrics=test,
     )
 
 

@@ -116,11 +116,12 @@ class TrialSetup:
 def prepare_trial(trial: TrialConfig, ctx: WorkerContext) -> TrialSetup:
     """Open (or generate) the data, build the model with the same initial weights on every worker,
     count its parameters and FLOPs, and build the loaders."""
+    dataset = open_dataset(resolve_data(trial.data_dir))
+    trial = trial.resolved(len(dataset.split("train")))  # the recipe's batch size for this data
     recipe = trial.train
     if recipe.batch_size < ctx.world_size:
         raise UserInputError(f"batch_size={recipe.batch_size} is smaller than the {ctx.world_size} workers; "
                              "raise batch_size or use fewer workers")
-    dataset = open_dataset(resolve_data(trial.data_dir))
     if "val" not in dataset.split_names:
         raise UserInputError(f"dataset {trial.data_dir} has no 'val' split; re-run `raysearch prepare` "
                              "(it carves a per-class validation split from train)")
@@ -208,6 +209,9 @@ class TrialLoop:
 
     def __init__(self, trial: TrialConfig, setup: TrialSetup, ctx: WorkerContext, reporter: Reporter,
                  log_dir: str | None = None):
+        # The recipe made concrete for this data, as prepare_trial made it for the loaders.
+        self.train_clips = len(setup.dataset.split("train"))
+        trial = trial.resolved(self.train_clips)
         self.trial, self.recipe, self.setup, self.ctx, self.reporter = trial, trial.train, setup, ctx, reporter
         self.log_dir = log_dir
         self.dataset, self.model_config, self.model = setup.dataset, setup.model_config, setup.model
@@ -257,7 +261,7 @@ class TrialLoop:
         yield self._finetune_phase()
 
     def _run_phase(self, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
-        optimizer, scheduler = self._optimizer(phase.module, phase.lr)
+        optimizer, scheduler = self._optimizer(phase.module, phase.lr, phase.epochs)
         start = 0
         if state is not None:
             phase.module.load_state_dict(state["model"])
@@ -375,10 +379,10 @@ class TrialLoop:
         self.writer.add_histogram(f"{PRETRAIN}/recon_error_per_joint", per_joint, self.global_epoch)
 
     # -- optimisation ---------------------------------------------------------------------------
-    def _optimizer(self, module: torch.nn.Module, lr: float):
+    def _optimizer(self, module: torch.nn.Module, lr: float, epochs: int):
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr, weight_decay=self.recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.recipe.lr_milestones),
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.recipe.milestones_for(epochs)),
                                                          self.recipe.lr_gamma)
         return optimizer, scheduler
 
@@ -403,7 +407,8 @@ class TrialLoop:
         }
 
     def _meta(self, last_metrics: dict[str, Any]) -> TrialMeta:
-        return TrialMeta(model_config=asdict(self.model_config), trial_config=self.trial.to_flat(),
+        return TrialMeta(recipe=self.recipe.recipe_record(self.train_clips),
+                         model_config=asdict(self.model_config), trial_config=self.trial.to_flat(),
                          class_names=list(self.dataset.class_names), layout=asdict(self.dataset.layout),
                          best=self.best, global_epoch=self.global_epoch, last_metrics=last_metrics)
 

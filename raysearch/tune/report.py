@@ -15,6 +15,9 @@ from ..runs import collect_results, open_location, read_search, trial_history, w
 from .results import pareto_front
 
 TOP_TRIALS = 5
+# The best trials by the search's objective (on validation) whose classifiers are evaluated on the
+# test split for summary.md. Reported only: selection is over when the report is written.
+TEST_TRIALS = 3
 
 
 def _figure():
@@ -129,9 +132,57 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, Any]:
+def test_of_top_trials(run_dir: str, frame: pd.DataFrame, search, count: int = TEST_TRIALS) -> tuple[list[dict], str]:
+    """Test accuracy of the `count` best trials by the objective (best_val_acc for val_acc, as
+    export ranks; ties by trial id) that have fine-tuned weights, each with its best-validation
+    classifier; and a note saying what was done. Nothing is selected by these numbers."""
+    from ..contract import USABLE_OUTCOMES
+    from ..data.cache import resolve_data
+    from ..data.format import open_dataset
+    from ..deploy.evaluate import evaluate_checkpoint
+    from ..deploy.export import resolve_checkpoint
+    from ..runs import checkpoint_location, has_classifier
+
+    if count <= 0:
+        return [], "not evaluated (--test-trials 0)"
+    if not search.data_dir:
+        return [], "not evaluated: the search recorded no data directory"
+    try:
+        if "test" not in open_dataset(resolve_data(search.data_dir)).split_names:
+            return [], f"not evaluated: {search.data_dir} has no test split"
+    except UserInputError as exc:
+        return [], f"not evaluated: {exc}"
+    primary = search.primary
+    rank_by = Metric.BEST_VAL_ACC if primary.metric == Metric.VAL_ACC and Metric.BEST_VAL_ACC in frame else primary.metric
+    usable = frame[frame[Column.OUTCOME].isin(USABLE_OUTCOMES) & frame[rank_by].notna() & frame[Column.CHECKPOINT].notna()]
+    usable = usable.assign(_id=usable[Column.TRIAL_ID].astype(str)).sort_values(
+        [rank_by, "_id"], ascending=[primary.mode == "min", True], kind="stable")
+    rows = []
+    for _, row in usable.iterrows():
+        if len(rows) == count:
+            break
+        if not has_classifier(checkpoint_location(row[Column.CHECKPOINT], run_dir)):
+            continue  # stopped before fine-tuning
+        local, info = resolve_checkpoint(run_dir, row["_id"])
+        try:
+            evaluation = evaluate_checkpoint(local, search.data_dir, "test")
+        except UserInputError as exc:
+            return rows, f"stopped at trial {row['_id']}: {exc}"
+        finally:
+            if info.get("fetched"):
+                import shutil
+
+                shutil.rmtree(local, ignore_errors=True)
+        rows.append({Column.TRIAL_ID: row["_id"], rank_by: row[rank_by], Metric.TEST_ACC: evaluation.top1,
+                     Metric.TEST_TOP5_ACC: evaluation.topk, Metric.TEST_CLIPS: evaluation.clips})
+    return rows, (f"ranked by {rank_by} on validation (ties by trial id); each trial's best-validation classifier "
+                  "on the test split")
+
+
+def build_report(run_dir: str, out_dir: str | Path | None = None, test_trials: int = TEST_TRIALS) -> dict[str, Any]:
     """Write results.parquet into the run and plots + summary.md into `out_dir` (default: the run
-    directory when it is local, else ./report-<run name>)."""
+    directory when it is local, else ./report-<run name>). The `test_trials` best trials are
+    evaluated on the data's test split (shown, marked as not used for selection)."""
     filesystem, run_path = open_location(run_dir)
     search = read_search(run_dir)
     frame = collect_results(run_dir)
@@ -173,8 +224,13 @@ def build_report(run_dir: str, out_dir: str | Path | None = None) -> dict[str, A
         summary += ["## Parameter importance", "", *[f"- {k}: {v:.3f}" for k, v in importance.items()], ""]
     if front is not None:
         summary += ["## Pareto front", "", markdown_table(frame[front], columns), ""]
+    test_rows, test_note = test_of_top_trials(run_dir, frame, search, test_trials)
+    summary += [f"## Test accuracy of the top {len(test_rows)} trials (test: not used for selection)", "",
+                f"{test_note[0].upper()}{test_note[1:]}.", ""]
+    if test_rows:
+        summary += [markdown_table(pd.DataFrame(test_rows), list(test_rows[0])), ""]
     summary += ["## Plots", "", *[f"![{k}]({Path(v).name})" for k, v in plots.items()], ""]
     (out / "summary.md").write_text("\n".join(summary))
-    return {"results": results_path, "summary": str(out / "summary.md"), "plots": plots,
+    return {"results": results_path, "summary": str(out / "summary.md"), "plots": plots, "test": test_rows,
             "trials": len(frame), "outcomes": counts, "table": markdown_table(frame.head(10), columns),
             "best": frame.iloc[0][[Column.TRIAL_ID, primary.metric]].to_dict()}
