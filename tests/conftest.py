@@ -29,7 +29,7 @@ def ray_two_cpus():
 
 # -- a local S3 endpoint (moto's standalone server) ------------------------------------------------
 @pytest.fixture(scope="session")
-def moto_s3():
+def moto_s3(tmp_path_factory):
     """A real S3 HTTP endpoint on a free loopback port, started here and stopped here.
 
     Yields a dict: `endpoint` ("http://127.0.0.1:PORT"), `env` (what a process, Ray's workers
@@ -47,13 +47,17 @@ def moto_s3():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # moto logs every request to stderr: into a file, since an unread pipe fills after ~1000
+    # requests and the server then stops answering (a search makes that many).
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    log = open(log_path, "wb")
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                pytest.fail(f"moto_server exited {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"moto_server exited {server.returncode}: {log_path.read_text(errors='replace')[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
@@ -72,3 +76,4 @@ def moto_s3():
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
