@@ -207,7 +207,9 @@ def build_report(run_dir: str, out_dir: str | Path | None = None, test_trials: i
         plot_pareto(frame, objectives, front, out / "pareto_front.png")
         plots["pareto"] = str(out / "pareto_front.png")
     top = frame.head(TOP_TRIALS)
-    curves = {row[Column.TRIAL_ID]: trial_history(filesystem, row[Column.TRIAL_DIR]) for _, row in top.iterrows()}
+    # trial_dir is a URI for a bucket run (s3://bucket/...); the filesystem wants its own path.
+    curves = {row[Column.TRIAL_ID]: trial_history(*open_location(row[Column.TRIAL_DIR], "trial"))
+              for _, row in top.iterrows()}
     plot_learning_curves(curves, out / "learning_curves.png")
     plots["learning_curves"] = str(out / "learning_curves.png")
 
