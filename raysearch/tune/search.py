@@ -102,6 +102,7 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from .history import RestoreTrialHistory
     from .reaper import PlacementGroupReaper
     from .searcher import OptunaStudySearch
 
@@ -140,7 +141,8 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
     ) if not multi else None
     run_config = ray.tune.RunConfig(
         name=name, storage_path=root, progress_reporter=reporter,
-        failure_config=ray.tune.FailureConfig(max_failures=1), callbacks=[PlacementGroupReaper()],
+        failure_config=ray.tune.FailureConfig(max_failures=1),
+        callbacks=[PlacementGroupReaper(), RestoreTrialHistory()],
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
