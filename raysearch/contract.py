@@ -51,6 +51,9 @@ class Metric:
     GLOBAL_EPOCH = "global_epoch"       # monotonic over both phases: the schedulers' time axis
     PHASE = "phase"
     EPOCH = "epoch"                     # epoch inside the current phase, from 1
+    FINETUNE_EPOCH = "finetune_epoch"   # fine-tuning epochs done, from 1; only fine-tuning reports carry it.
+                                        # ASHA's default time axis: with encoders cached, a trial's cost is
+                                        # its fine-tuning, and only fine-tuned metrics are compared
     LR = "lr"
     SAMPLES_PER_S = "samples_per_s"
     EPOCH_TIME_S = "epoch_time_s"

@@ -367,7 +367,7 @@ ERRORS = [
     ("unknown scheduler", _set(("scheduler",), {"type": "hyperband"}), "scheduler.type", "asha, fifo"),
     ("fifo with asha keys", _set(("scheduler",), {"type": "fifo", "grace_period": 1}),
      "scheduler.grace_period", "allowed keys here: type"),
-    ("grace beyond epochs", _set(("scheduler", "grace_period"), 5), "scheduler.grace_period", "use at most 4"),
+    ("grace beyond epochs", _set(("scheduler", "grace_period"), 5), "scheduler.grace_period", "use at most 2"),
     ("reduction factor", _set(("scheduler", "reduction_factor"), 1), "scheduler.reduction_factor", "must be > 1"),
     ("random sampler key", _set(("sampler",), {"type": "random", "n_startup_trials": 3}),
      "sampler.n_startup_trials", "allowed keys here: type, seed"),

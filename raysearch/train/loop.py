@@ -280,6 +280,8 @@ class TrialLoop:
             phase.after_epoch()
             metrics.update({Metric.PHASE: phase.name, Metric.EPOCH: epoch + 1, Metric.LR: lr,
                             **(phase.extra_metrics or {})})
+            if phase.name == FINETUNE:
+                metrics[Metric.FINETUNE_EPOCH] = epoch + 1  # the scheduler's time axis (contract.Metric)
             self._report(metrics, self._state(phase.name, epoch + 1, phase.module, optimizer, scheduler))
         return metrics
 

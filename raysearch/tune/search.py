@@ -1,5 +1,6 @@
 """The search: a Ray Tune `Tuner` over the per-trial Ray Train driver, Optuna picking the
-parameters, ASHA stopping weak trials on `global_epoch`, results on (shared) storage.
+parameters, ASHA stopping weak trials on fine-tuning epochs (`finetune_epoch`, or `global_epoch`
+where the space asks), results on (shared) storage.
 
 Three layers, each small (Ray's own examples): `train_loop_per_worker` trains, `tune.trial.run_trial`
 runs one TorchTrainer per trial, and `run_search` here assembles the Tuner.
@@ -25,7 +26,7 @@ from ..contract import SPACE_FILE, Metric, Objective, Resources
 from ..errors import UserInputError
 from ..ray_runtime import connect
 from ..runs import SearchRecord, write_text
-from .space import SearchSpace, build_sampler, define_by_run
+from .space import SearchSpace, build_sampler, define_by_run, scheduler_horizon
 from .trial import DRIVER_CPUS, make_trainable
 
 STRICT_METRIC_CHECKING_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
@@ -99,7 +100,6 @@ class FineTunedOptunaSearch(OptunaSearch):
 
 def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainable, max_concurrent: int):
     import ray.tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     from .history import RestoreTrialHistory
@@ -117,13 +117,7 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
     )
     limit = min(max_concurrent, space.budget.max_concurrent or max_concurrent)
     searcher = ConcurrencyLimiter(searcher, max_concurrent=max(1, limit))
-    max_epochs = space.budget.pretrain_epochs + space.budget.finetune_epochs
-    if space.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr=Metric.GLOBAL_EPOCH, max_t=max(1, max_epochs),
-                                  grace_period=space.scheduler.grace_period,
-                                  reduction_factor=space.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(space)
     tune_config = ray.tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=space.budget.num_samples,
         # Schedulers follow the primary objective; Optuna gets all of them.
@@ -145,6 +139,19 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
         callbacks=[PlacementGroupReaper(), RestoreTrialHistory()],
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def make_scheduler(space: SearchSpace):
+    """The space's trial scheduler. ASHA runs on `space.scheduler.time_attr` (by default
+    `finetune_epoch`, which only fine-tuning reports carry) up to the trial's epochs on that axis;
+    it skips reports without the objective, so it only ever compares fine-tuned values."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if space.scheduler.type != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=space.scheduler.time_attr, max_t=max(1, scheduler_horizon(space)),
+                         grace_period=space.scheduler.grace_period,
+                         reduction_factor=space.scheduler.reduction_factor)
 
 
 def trial_name(trial) -> str:
@@ -204,4 +211,4 @@ def search_record(space: SearchSpace, data_dir: str, resources: Resources) -> Se
         data_dir=str(data_dir), source=str(space.source))
 
 
-__all__ = ["run_search", "make_tuner", "check_storage_writable", "check_cluster_fits", "storage_root"]
+__all__ = ["run_search", "make_tuner", "make_scheduler", "check_storage_writable", "check_cluster_fits", "storage_root"]

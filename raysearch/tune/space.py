@@ -73,7 +73,10 @@ OBJECTIVE_KEYS = ("metric", "mode")
 BUDGET_KEYS = ("num_samples", "pretrain_epochs", "finetune_epochs", "label_fraction", "time_limit_s",
                "max_concurrent")
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
-SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo": ("type",)}
+SCHEDULER_KEYS = {"asha": ("type", "time_attr", "grace_period", "reduction_factor"), "fifo": ("type",)}
+# ASHA's time axis: fine-tuning epochs (the default: only fine-tuned metrics are compared, and with the
+# encoder cache a trial's cost is its fine-tuning), or all epochs of a trial (pre-training, then fine-tuning).
+TIME_ATTRS = (Metric.FINETUNE_EPOCH, Metric.GLOBAL_EPOCH)
 SAMPLER_KEYS = {"tpe": ("type", "seed", "n_startup_trials", "multivariate", "group", "constant_liar"),
                 "random": ("type", "seed"), "grid": ("type", "seed")}
 PARAMETER_KEYS = {"float": ("type", "low", "high", "step", "log", "when"),
@@ -125,8 +128,9 @@ class Resources:
 @dataclass(frozen=True)
 class SchedulerSpec:
     type: str                               # "asha" or "fifo"
-    grace_period: int | None = None         # asha: epochs (global_epoch) before the first cut
+    grace_period: int | None = None         # asha: epochs (of time_attr) before the first cut
     reduction_factor: float | None = None   # asha: keep 1/reduction_factor at each rung
+    time_attr: str | None = None            # asha: a TIME_ATTRS entry
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,13 @@ def trial_flat_config(params: dict[str, Any], space: SearchSpace, data_dir: str)
 def grid_size(space: SearchSpace) -> int:
     """Number of combinations of the categorical parameters (the whole grid)."""
     return _grid_size(space.parameters)
+
+
+def scheduler_horizon(space: SearchSpace) -> int:
+    """ASHA's max_t: the epochs of a full trial on the scheduler's time axis."""
+    if space.scheduler.time_attr == Metric.FINETUNE_EPOCH:
+        return space.budget.finetune_epochs
+    return space.budget.pretrain_epochs + space.budget.finetune_epochs
 
 
 def build_sampler(space: SearchSpace):
@@ -665,9 +676,10 @@ def _parse_scheduler(out: _Out, value: Any, objectives: tuple[Objective, ...]) -
     if len(objectives) > 1:
         out.fail("scheduler.type", f"asha stops trials on one metric but there are {len(objectives)} objectives",
                  "use scheduler: {type: fifo} or keep a single objective")
+    time_attr = out.choice(raw.get("time_attr", Metric.FINETUNE_EPOCH), "scheduler.time_attr", TIME_ATTRS)
     grace = out.number(raw.get("grace_period", 1), "scheduler.grace_period", integer=True, minimum=1)
     factor = out.number(raw.get("reduction_factor", 4), "scheduler.reduction_factor", above=1)
-    return SchedulerSpec("asha", grace, factor)
+    return SchedulerSpec("asha", grace, factor, time_attr)
 
 
 def _parse_fixed(out: _Out, value: Any) -> dict[str, Any]:
@@ -873,10 +885,12 @@ def _check_epochs(out: _Out, space: SearchSpace) -> None:
             out.fail(f"parameters.{name}", f"goes up to {top}, beyond budget.{name}={budget}",
                      f"raise budget.{name} (the most epochs any trial runs) or lower the range")
     if space.scheduler.type == "asha":
-        total = space.budget.pretrain_epochs + space.budget.finetune_epochs
+        total = scheduler_horizon(space)
         if space.scheduler.grace_period > total:
-            out.fail("scheduler.grace_period", f"{space.scheduler.grace_period} is beyond the {total} epochs "
-                     "a trial runs", f"use at most {total}")
+            what = ("fine-tuning epochs" if space.scheduler.time_attr == Metric.FINETUNE_EPOCH
+                    else "epochs (pre-training and fine-tuning)")
+            out.fail("scheduler.grace_period", f"{space.scheduler.grace_period} is beyond the {total} {what} "
+                     f"a trial runs (scheduler.time_attr: {space.scheduler.time_attr})", f"use at most {total}")
 
 
 def _trial_error(flat: dict[str, Any]) -> str | None:
@@ -968,5 +982,5 @@ def _when_text(when: dict[str, tuple]) -> str:
 __all__ = [
     "OBJECTIVE_METRICS", "FIELD_TYPES", "Objective", "SyntheticData", "Budget", "Resources", "SchedulerSpec",
     "SamplerSpec", "Parameter", "SearchSpace", "load_search_space", "define_by_run", "trial_flat_config",
-    "grid_size", "build_sampler",
+    "grid_size", "build_sampler", "scheduler_horizon", "TIME_ATTRS",
 ]
