@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-NAMES = ("data", "masking", "throughput", "throughput_gpu", "memory", "ray_overhead", "search")
+NAMES = ("data", "masking", "throughput", "throughput_gpu", "memory", "ray_overhead", "search", "accuracy")
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -70,6 +70,9 @@ def targets_section(results: dict, wall_s: float | None) -> str:
     if search:
         rows.append(["search compute to the same val_acc, random+FIFO / TPE+ASHA (median of seeds)",
                      f">= {search['target_ratio']}x", search_ratio(search, "epochs"), status(search["met"])])
+    for t in results.get("accuracy", {}).get("targets", []):
+        rows.append([f"MSR Action3D test accuracy: {t['target']} (mean of seeds)", f">= {t['goal_points']:+g} points",
+                     f"{t['difference_points']:+.1f} points", status(t["met"])])
     if wall_s is not None:
         rows.append(["`bench/run_all` wall time", "< 20 min", f"{wall_s / 60:.1f} min", status(wall_s < 1200)])
     return table(["target", "goal", "measured", "status"], rows)
@@ -214,6 +217,17 @@ def search_section(result: dict) -> str:
     return text
 
 
+def accuracy_section(result: dict) -> str:
+    st = result["settings"]
+    text = (f"MSR Action3D cross-subject ({st['data'].rsplit('/', 1)[-1]}, imported with `prepare npz` defaults), "
+            f"seeds {st['seeds']}, {st['frames']} frames; our recipe {st['pretrain_epochs']} pre-training + "
+            f"{st['finetune_epochs']} fine-tuning epochs, the public recipe {st['public_epochs']} epochs; "
+            f"{st['jobs']} processes of one torch thread on {st['device']}, {result['wall_s'] / 3600:.1f} h. Test "
+            "accuracy of each run's best-validation classifier; wall seconds per run, with the shared "
+            "pre-training in parentheses.\n\n")
+    return text + result["markdown"]
+
+
 def render(results: dict, wall_s: float | None) -> str:
     parts = [machine_section(results, wall_s), "### Targets\n\n" + targets_section(results, wall_s)]
     if "masking" in results:
@@ -234,6 +248,8 @@ def render(results: dict, wall_s: float | None) -> str:
         parts.append("### Data (`bench_data.py`)\n\n" + data_section(results["data"]))
     if "search" in results:
         parts.append("### Search efficiency (`bench_search.py`)\n\n" + search_section(results["search"]))
+    if "accuracy" in results:
+        parts.append("### Accuracy on real skeletons (`bench_accuracy.py`)\n\n" + accuracy_section(results["accuracy"]))
     return "\n\n".join(parts)
 
 
