@@ -1,0 +1,303 @@
+"""Test accuracy on real skeletons (MSR Action3D, cross-subject): does pre-training help? (issue 14)
+
+    python bench/bench_accuracy.py [--seeds 0 1 2] [--methods ...] [--fractions 1.0 0.2 0.1]
+        [--pretrain-epochs 100] [--finetune-epochs 100] [--epochs-scale 1.0] [--frames 48]
+        [--jobs 2] [--data ../shared/data/msr_action3d/msr_action3d.npz] [--device cpu]
+        [--set KEY=VALUE ...]
+
+The .npz is imported with `raysearch prepare npz` defaults (hip-centred, per-class validation
+carve) into a temporary directory, never into the repository. Methods (`--methods`):
+
+- `sttformer-small`: the classifier from scratch with our defaults (`recipe: auto`, which is the
+  small recipe here: batch 16, lr 1e-3 stepped x0.1 at 60% and 90% of the epochs; random crop of
+  50-100% of the frames and rotation up to 0.3 rad);
+- `sttformer-small-public`: the same architecture with the public STTFormer recipe as issue 14
+  states it: Adam 1e-3, weight decay 1e-4, batch 16, a constant learning rate, 100 epochs, random
+  crop of 50-100% of the frames resized to 48, centre crop at test, no rotation;
+- `mvae-small`, `mvqvae-small`: pre-trained with our defaults (masked reconstruction on the whole
+  training split; the encoder of the lowest val_pretrain_loss), then fine-tuned with our defaults.
+  One encoder per (variant, seed) is pre-trained once and fine-tuned at every label fraction.
+
+Every method runs at every label fraction (per class, `label_fraction`) and seed. A trial's test
+accuracy is its best-validation classifier's on the whole test split (selection never sees test).
+Trials run in-process (`TrialLoop` with the local reporter), one torch thread each, `--jobs`
+processes side by side. Prints progress on stderr and one JSON object on stdout: every run, mean /
+std / min / max per (method, fraction), and the targets of issue 14 item 6 (pre-trained >= public
+recipe + 1 point at 100% labels; >= our scratch + 5 points at 20% and 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import log, machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
+METHODS = ("sttformer-small", "sttformer-small-public", "mvae-small", "mvqvae-small")
+PRETRAINED = {"mvae-small", "mvqvae-small"}
+PUBLIC = "sttformer-small-public"
+SCRATCH = "sttformer-small"
+# Issue 14 item 6, in accuracy points.
+TARGET_FULL_OVER_PUBLIC = 1.0      # pre-trained, 100% labels, over the public recipe from scratch
+TARGET_FEW_OVER_SCRATCH = 5.0      # pre-trained, 10% and 20% labels, over our scratch
+PUBLIC_RECIPE = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 16, "lr_milestones": [], "finetune_lr": None}
+
+
+# -- one job, in a worker process -------------------------------------------------------------------
+def _run_trial(flat: dict[str, Any], root: Path, device: str, no_rotation: bool):
+    """Train one trial in this process; (loop, seconds, CPU seconds)."""
+    import dataclasses
+
+    import torch
+
+    from raysearch.train.config import TrialConfig
+    from raysearch.train.distributed import WorkerContext
+    from raysearch.train.loop import LocalReporter, TrialLoop, _loader, prepare_trial
+    from raysearch.data.dataset import SkeletonDataset
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    trial = TrialConfig.from_flat(flat)
+    ctx = WorkerContext(device=torch.device(device))
+    start, cpu = time.perf_counter(), time.process_time()
+    setup = prepare_trial(trial, ctx)
+    if no_rotation:  # the public recipe: crop-resize only
+        resolved = trial.resolved(len(setup.dataset.split("train"))).train
+        data = SkeletonDataset(setup.dataset, "train", setup.model_config.num_frames, train=True,
+                               indices=setup.loaders.finetune_indices, seed=resolved.seed, max_rotation_rad=0.0)
+        setup = dataclasses.replace(setup, loaders=dataclasses.replace(
+            setup.loaders, finetune=_loader(data, resolved, ctx, train=True)))
+    loop = TrialLoop(trial, setup, ctx, LocalReporter(root))
+    last = loop.run()
+    return loop, last, time.perf_counter() - start, time.process_time() - cpu
+
+
+def pretrain_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Pre-train one encoder; saves its best (lowest val_pretrain_loss) weights for the fine-tunes."""
+    import torch
+
+    from raysearch.contract import Metric
+
+    root = Path(job["work"]) / f"pretrain-{job['method']}-s{job['seed']}"
+    loop, last, wall, cpu = _run_trial(job["flat"], root, job["device"], no_rotation=False)
+    encoder = root / "encoder.pt"
+    # Saved as a pre-training model's keys: a bare encoder's `input_map.*` keys would be read as
+    # the public STTFormer layout by models.load_encoder_weights.
+    torch.save({f"encoder.{k}": v for k, v in loop.best_encoder.items()}, encoder)
+    knn = [h.get(Metric.VAL_KNN_ACC) for h in loop.reporter.history]
+    return {"kind": "pretrain", "method": job["method"], "seed": job["seed"], "encoder": str(encoder),
+            "pretrain_wall_s": round(wall, 1), "pretrain_cpu_s": round(cpu, 1),
+            "best_pretrain_val_loss": loop.best.pretrain_val_loss, "best_pretrain_epoch": loop.best.pretrain_epoch,
+            "last_val_knn_acc": knn[-1] if knn else None, "diverged": bool(last.get(Metric.DIVERGED))}
+
+
+def finetune_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune (or train from scratch) at one label fraction; test accuracy of the best-val classifier."""
+    from raysearch.contract import Metric
+    from raysearch.deploy.evaluate import test_split_metrics
+
+    root = Path(job["work"]) / f"{job['method']}-f{job['fraction']}-s{job['seed']}"
+    loop, last, wall, cpu = _run_trial(job["flat"], root, job["device"], no_rotation=job["method"] == PUBLIC)
+    test = test_split_metrics(root / "checkpoint", job["flat"]["data_dir"], device=job["device"])
+    return {"kind": "finetune", "method": job["method"], "fraction": job["fraction"], "seed": job["seed"],
+            "pretrained": job["method"] in PRETRAINED, "test_acc": test.get(Metric.TEST_ACC),
+            "test_top5_acc": test.get(Metric.TEST_TOP5_ACC), "best_val_acc": loop.best.val_acc,
+            "best_epoch": loop.best.epoch, "finetune_samples": len(loop.finetune_indices),
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "recipe": loop.recipe.recipe_record(loop.train_clips),
+            "diverged": bool(last.get(Metric.DIVERGED))}
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+def trial_settings(method: str, args, data_dir: str, seed: int, fraction: float, encoder: str | None) -> dict:
+    flat: dict[str, Any] = {"preset": PUBLIC.removesuffix("-public") if method == PUBLIC else method,
+                            "data_dir": data_dir, "seed": seed, "label_fraction": fraction,
+                            "pretrain_epochs": 0, "finetune_epochs": args.finetune_epochs}
+    if args.frames:
+        flat["num_frames"] = args.frames
+    if method == PUBLIC:
+        flat.update(PUBLIC_RECIPE)
+        flat["finetune_epochs"] = args.public_epochs
+    else:
+        flat.update(args.overrides)
+    if encoder is not None:
+        flat["init_from"] = encoder
+    return {k: v for k, v in flat.items() if v is not None}
+
+
+def pretrain_settings(method: str, args, data_dir: str, seed: int) -> dict:
+    flat = {"preset": method, "data_dir": data_dir, "seed": seed, "pretrain_epochs": args.pretrain_epochs,
+            "finetune_epochs": 0, **args.overrides}
+    if args.frames:
+        flat["num_frames"] = args.frames
+    return flat
+
+
+def spread(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {"n": len(values), "mean": round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def summarize(runs: list[dict], pretrains: list[dict]) -> tuple[dict, list[dict]]:
+    table: dict[str, dict[str, Any]] = {}
+    pretrain_wall = {(p["method"], p["seed"]): p["pretrain_wall_s"] for p in pretrains}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        for fraction in sorted({r["fraction"] for r in runs if r["method"] == method}, reverse=True):
+            rows = [r for r in runs if r["method"] == method and r["fraction"] == fraction]
+            accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
+            table.setdefault(method, {})[str(fraction)] = {
+                "test_acc": spread(accs) if accs else None,
+                "best_val_acc": spread([r["best_val_acc"] for r in rows if r["best_val_acc"] is not None]),
+                "wall_s_mean": round(statistics.fmean(r["wall_s"] for r in rows), 1),
+                "pretrain_wall_s_mean": (round(statistics.fmean(pretrain_wall[(method, r["seed"])] for r in rows), 1)
+                                         if method in PRETRAINED else None),
+                "seeds": [r["seed"] for r in rows]}
+
+    def mean(method: str, fraction: float) -> float | None:
+        cell = table.get(method, {}).get(str(fraction))
+        return cell["test_acc"]["mean"] if cell and cell["test_acc"] else None
+
+    targets = []
+
+    def target(name: str, method: str, baseline: str, fraction: float, points: float) -> None:
+        ours, base = mean(method, fraction), mean(baseline, fraction)
+        if ours is None or base is None:
+            return
+        difference = round(100 * (ours - base), 2)
+        targets.append({"target": name, "method": method, "baseline": baseline, "fraction": fraction,
+                        "goal_points": points, "difference_points": difference,
+                        "ratio": round(ours / base, 3) if base else None, "met": difference >= points})
+
+    target("our scratch recipe >= the public recipe, 100% labels", SCRATCH, PUBLIC, 1.0, 0.0)
+    for method in sorted(PRETRAINED):
+        target(f"{method} pre-trained >= public recipe + {TARGET_FULL_OVER_PUBLIC:g} point, 100% labels",
+               method, PUBLIC, 1.0, TARGET_FULL_OVER_PUBLIC)
+        for fraction in (0.2, 0.1):
+            target(f"{method} pre-trained >= scratch + {TARGET_FEW_OVER_SCRATCH:g} points, {fraction:.0%} labels",
+                   method, SCRATCH, fraction, TARGET_FEW_OVER_SCRATCH)
+    return table, targets
+
+
+def markdown(result: dict) -> str:
+    """The README table: one row per (method, fraction)."""
+    lines = ["| method | labels | pre-trained | test acc mean | std | min-max | best val acc mean | seeds | "
+             "wall s per run (pre-training) |", "|---|---|---|---|---|---|---|---|---|"]
+    for method, cells in result["summary"].items():
+        for fraction, cell in cells.items():
+            acc, val = cell["test_acc"] or {}, cell["best_val_acc"] or {}
+            pre = f" (+{cell['pretrain_wall_s_mean']})" if cell["pretrain_wall_s_mean"] else ""
+            lines.append(f"| {method} | {float(fraction):.0%} | {'yes' if method in PRETRAINED else 'no'} | "
+                         f"{acc.get('mean', 0):.1%} | {100 * acc.get('std', 0):.1f} | "
+                         f"{acc.get('min', 0):.1%}-{acc.get('max', 0):.1%} | {val.get('mean', 0):.1%} | "
+                         f"{len(cell['seeds'])} | {cell['wall_s_mean']}{pre} |")
+    lines += ["", "| target | goal | measured | status |", "|---|---|---|---|"]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | >= {t['goal_points']:+g} points | {t['difference_points']:+.1f} points "
+                     f"({t['method']} / {t['baseline']} = {t['ratio']}x) | {'**met**' if t['met'] else '**missed**'} |")
+    return "\n".join(lines)
+
+
+def prepare_data(npz: Path, out: Path) -> str:
+    from raysearch.data.npz import prepare_npz
+
+    if not npz.is_file():
+        sys.exit(f"bench_accuracy: {npz} not found; pass --data with the MSR Action3D .npz")
+    return str(prepare_npz(str(npz), str(out)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_NPZ, help="the MSR Action3D .npz (generic layout)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.2, 0.1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--pretrain-epochs", type=int, default=100)
+    parser.add_argument("--finetune-epochs", type=int, default=100, help="our recipe's fine-tuning / scratch epochs")
+    parser.add_argument("--public-epochs", type=int, default=100, help="epochs of the public recipe")
+    parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiplies every epoch count (>= 1 epoch)")
+    parser.add_argument("--frames", type=int, help="num_frames of every model (default: the presets' 48)")
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="processes side by side")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every trial of our recipe (not the public one), e.g. finetune_lr=3e-4")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    from raysearch.train.config import parse_assignment
+
+    args.overrides = dict(parse_assignment(a) for a in args.set)
+    for name in ("pretrain_epochs", "finetune_epochs", "public_epochs"):
+        setattr(args, name, max(1, round(getattr(args, name) * args.epochs_scale)))
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as work:
+        data_dir = prepare_data(args.data, Path(work) / "msr")
+        log(f"imported {args.data} into {data_dir}")
+        context = multiprocessing.get_context("spawn")  # fresh torch in every worker
+        runs, pretrains = [], []
+        with futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+            pending: dict[futures.Future, dict] = {}
+
+            def submit(fn, job):
+                pending[pool.submit(fn, {**job, "work": work, "device": args.device})] = job
+
+            for seed in args.seeds:
+                for method in args.methods:
+                    if method in PRETRAINED:
+                        submit(pretrain_job, {"method": method, "seed": seed,
+                                              "flat": pretrain_settings(method, args, data_dir, seed)})
+                    else:
+                        for fraction in args.fractions:
+                            submit(finetune_job, {"method": method, "seed": seed, "fraction": fraction,
+                                                  "flat": trial_settings(method, args, data_dir, seed, fraction, None)})
+            total = len(args.seeds) * sum(len(args.fractions) for _ in args.methods)
+            while pending:
+                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    result = future.result()
+                    if result["kind"] == "pretrain":
+                        pretrains.append(result)
+                        log(f"pre-trained {result['method']} seed {result['seed']} in {result['pretrain_wall_s']} s "
+                            f"(best val_pretrain_loss {result['best_pretrain_val_loss']})")
+                        for fraction in args.fractions:
+                            submit(finetune_job, {"method": job["method"], "seed": job["seed"], "fraction": fraction,
+                                                  "flat": trial_settings(job["method"], args, data_dir, job["seed"],
+                                                                         fraction, result["encoder"])})
+                    else:
+                        runs.append(result)
+                        log(f"[{len(runs)}/{total}] {result['method']} labels {result['fraction']:.0%} seed "
+                            f"{result['seed']}: test {result['test_acc']:.3f}, best val {result['best_val_acc']}, "
+                            f"{result['wall_s']} s")
+    summary, targets = summarize(runs, pretrains)
+    result = {
+        "benchmark": "accuracy", "machine": machine_info(threads=1),
+        "settings": {"data": str(args.data), "methods": args.methods, "fractions": args.fractions,
+                     "seeds": args.seeds, "pretrain_epochs": args.pretrain_epochs,
+                     "finetune_epochs": args.finetune_epochs, "public_epochs": args.public_epochs,
+                     "frames": args.frames or 48, "jobs": args.jobs, "device": args.device,
+                     "overrides": args.overrides, "public_recipe": PUBLIC_RECIPE},
+        "runs": sorted(runs, key=lambda r: (r["method"], -r["fraction"], r["seed"])),
+        "pretrain": sorted(pretrains, key=lambda p: (p["method"], p["seed"])),
+        "summary": summary, "targets": targets, "wall_s": round(time.perf_counter() - start, 1),
+    }
+    result["markdown"] = markdown(result)
+    if args.markdown:
+        args.markdown.write_text(result["markdown"] + "\n")
+    log("\n" + result["markdown"])
+    print(__import__("json").dumps(result))
+
+
+if __name__ == "__main__":
+    main()
