@@ -35,6 +35,10 @@ SPACE_FILE = "search_space.json"              # a search run: the validated spac
 RESULTS_FILE = "results.parquet"              # a search run: one row per trial (`raysearch report`)
 OPTUNA_JOURNAL_FILE = "optuna_journal.log"    # a search run: the Optuna study (JournalStorage; name = search name)
 TENSORBOARD_DIR = "tensorboard"
+# The encoder cache (`raysearch.train.encoder_cache`): <run_dir>/encoders/<key>/{encoder.pt, record.json}
+ENCODER_CACHE_DIR = "encoders"
+CACHED_ENCODER_FILE = "encoder.pt"           # the best pre-trained encoder's state dict (weights_only)
+ENCODER_RECORD_FILE = "record.json"          # key fields, pre-training metrics, source trial; written last
 
 # -- phases -----------------------------------------------------------------------------------------
 PRETRAIN = "pretrain"
@@ -58,6 +62,7 @@ class Metric:
     SAMPLES_PER_S = "samples_per_s"
     EPOCH_TIME_S = "epoch_time_s"
     RESUMED_FROM = "resumed_from_global_epoch"
+    ENCODER_CACHE_HIT = "encoder_cache_hit"  # 1: pre-training skipped, the encoder came from the cache
     # static, every report
     PARAMS = "params"
     PRETRAIN_GFLOPS = "pretrain_gflops"
@@ -82,6 +87,7 @@ class Metric:
     STATUS_REASON = "status_reason"
     # added to every Tune result row by Ray itself (names are Ray's)
     CHECKPOINT_PATH = "checkpoint_path"   # ray.tune.integration.ray_train.TuneReportCallback
+    CHECKPOINT_DIR_NAME = "checkpoint_dir_name"  # Tune function trials: the checkpoint inside the trial dir
     TRIAL_ID = "trial_id"
     TIME_TOTAL_S = "time_total_s"
     TIMESTAMP = "timestamp"
@@ -222,6 +228,8 @@ class TrialMeta:
     last_metrics: dict[str, Any] = field(default_factory=dict)
     # The recipe that ran (`TrainConfig.recipe_record`): batch size, lr steps per phase, ...
     recipe: dict[str, Any] = field(default_factory=dict)
+    # {"key": ..., "hit": bool, "location": ...} when the trial used the encoder cache
+    encoder_cache: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=list)
@@ -237,7 +245,7 @@ class TrialMeta:
         if not isinstance(raw, dict):
             raise UserInputError(f"{source}: expected a JSON object, found {type(raw).__name__}")
         expect = {"model_config": dict, "trial_config": dict, "class_names": list, "layout": dict,
-                  "best": dict, "global_epoch": int, "last_metrics": dict}
+                  "best": dict, "global_epoch": int, "last_metrics": dict, "encoder_cache": dict}
         for name, kind in expect.items():
             if name not in raw and name in ("model_config", "trial_config", "class_names", "layout"):
                 raise UserInputError(f"{source}: field {name!r} is missing; the checkpoint is incomplete")
@@ -261,7 +269,8 @@ class TrialMeta:
             raise UserInputError(f"{source}: field 'recipe' must be a JSON dict, found {type(recipe).__name__}")
         return cls(recipe=recipe, model_config=raw["model_config"], trial_config=raw["trial_config"],
                    class_names=list(raw["class_names"]), layout=raw["layout"], best=BestSoFar(**best),
-                   global_epoch=int(raw.get("global_epoch", 0)), last_metrics=raw.get("last_metrics", {}))
+                   global_epoch=int(raw.get("global_epoch", 0)), last_metrics=raw.get("last_metrics", {}),
+                   encoder_cache=raw.get("encoder_cache", {}))
 
     def with_best(self, **changes: Any) -> "TrialMeta":
         return replace(self, best=replace(self.best, **changes))

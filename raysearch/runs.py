@@ -273,10 +273,17 @@ def trial_row(filesystem: pyarrow.fs.FileSystem, run_dir: str, trial_path: str,
         Column.WALL_TIME_S: wall,
         Column.CPU_HOURS: search.resources.cpu_hours(wall),
         Column.GPU_HOURS: search.resources.gpu_hours(wall),
-        Column.CHECKPOINT: latest.get(Metric.CHECKPOINT_PATH),
+        Column.CHECKPOINT: latest.get(Metric.CHECKPOINT_PATH) or _tune_checkpoint(history, trial_path),
         Column.REASON: last.get(Metric.STATUS_REASON),
         Column.TRIAL_DIR: uri_of(run_dir, trial_path),
     }
+
+
+def _tune_checkpoint(history: list[dict[str, Any]], trial_path: str) -> str | None:
+    """The latest checkpoint of a trial that ran in its Tune actor (one worker): Tune names it in
+    `checkpoint_dir_name`, inside the trial directory."""
+    name = next((r[Metric.CHECKPOINT_DIR_NAME] for r in reversed(history) if r.get(Metric.CHECKPOINT_DIR_NAME)), None)
+    return f"{trial_path}/{name}" if isinstance(name, str) else None
 
 
 def collect_results(run_dir: str):

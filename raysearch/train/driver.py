@@ -13,6 +13,7 @@ from ..contract import (COMPLETED, ERROR, META_FILE, OUTCOME_DIVERGED, TENSORBOA
                         Metric, Resources, TrainSummary, TrialMeta)
 from ..errors import UserInputError
 from .config import TrialConfig
+from .encoder_cache import EncoderCacheSpec, start_claims
 from .loop import train_loop_per_worker
 
 
@@ -36,7 +37,7 @@ def preflight(trial: TrialConfig) -> None:
 
 
 def make_trainer(trial: TrialConfig, resources: Resources, storage_path: str, name: str,
-                 log_dir: str | None, callbacks: list | None = None):
+                 log_dir: str | None, callbacks: list | None = None, encoder_cache: EncoderCacheSpec | None = None):
     """The TorchTrainer of one trial. The frozen TrialConfig itself travels to the workers."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -47,7 +48,8 @@ def make_trainer(trial: TrialConfig, resources: Resources, storage_path: str, na
         per_worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": trial, "log_dir": log_dir, "threads": resources.threads},
+        train_loop_config={"trial": trial, "log_dir": log_dir, "threads": resources.threads,
+                           "encoder_cache": encoder_cache},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
@@ -96,12 +98,20 @@ def summarize(result, trial: TrialConfig, resources: Resources, wall_s: float) -
     )
 
 
-def fit_trial(trial: TrialConfig, resources: Resources, out_dir: str | Path, name: str = "train") -> TrainSummary:
-    """Run one trial on the connected (or a new local) Ray cluster; writes out_dir/result.json."""
+def fit_trial(trial: TrialConfig, resources: Resources, out_dir: str | Path, name: str = "train",
+              encoder_cache: str | None = None) -> TrainSummary:
+    """Run one trial on the connected (or a new local) Ray cluster; writes out_dir/result.json.
+    `encoder_cache`: a directory or URI of pre-trained encoders (a search's `<run_dir>/encoders`
+    too) to take the encoder from, or to add it to."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    trainer = make_trainer(trial, resources.validate(), str(out_dir), name, str(out_dir / TENSORBOARD_DIR))
+    spec = None
+    if encoder_cache is not None:
+        location = encoder_cache if "://" in encoder_cache else str(Path(encoder_cache).resolve())
+        spec, claims = EncoderCacheSpec(location), start_claims(location)  # noqa: F841 (held while the trial runs)
+    trainer = make_trainer(trial, resources.validate(), str(out_dir), name, str(out_dir / TENSORBOARD_DIR),
+                           encoder_cache=spec)
     result = trainer.fit()
     summary = summarize(result, trial, resources, time.perf_counter() - start)
     (out_dir / TRAIN_RESULT_FILE).write_text(summary.to_json())

@@ -47,6 +47,7 @@ from ..data.splits import label_fraction_subset
 from ..errors import UserInputError
 from .config import TrialConfig
 from .distributed import WorkerContext
+from .encoder_cache import EncoderCache, EncoderCacheSpec, encoder_key, key_fields
 from .evaluate import classifier_metrics, knn_accuracy, linear_probe_accuracy, pretrain_val_loss
 
 KNN_BANK_SIZE = 4096          # training samples whose features form the kNN / linear-probe bank
@@ -208,11 +209,15 @@ class TrialLoop:
     data and the model first, `run` trains."""
 
     def __init__(self, trial: TrialConfig, setup: TrialSetup, ctx: WorkerContext, reporter: Reporter,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, encoder_cache: EncoderCache | None = None):
         # The recipe made concrete for this data, as prepare_trial made it for the loaders.
         self.train_clips = len(setup.dataset.split("train"))
         trial = trial.resolved(self.train_clips)
         self.trial, self.recipe, self.setup, self.ctx, self.reporter = trial, trial.train, setup, ctx, reporter
+        self.encoder_cache = encoder_cache
+        # {"key", "hit", "location"} once the cache was asked; travels in checkpoints and meta.json
+        self.cache_use: dict[str, Any] = {}
+        self.best_pretrain_metrics: dict[str, float] = {}
         self.log_dir = log_dir
         self.dataset, self.model_config, self.model = setup.dataset, setup.model_config, setup.model
         self.loaders = setup.loaders
@@ -227,8 +232,8 @@ class TrialLoop:
 
     @classmethod
     def build(cls, trial: TrialConfig, ctx: WorkerContext, reporter: Reporter,
-              log_dir: str | None = None) -> "TrialLoop":
-        return cls(trial, prepare_trial(trial, ctx), ctx, reporter, log_dir)
+              log_dir: str | None = None, encoder_cache: EncoderCache | None = None) -> "TrialLoop":
+        return cls(trial, prepare_trial(trial, ctx), ctx, reporter, log_dir, encoder_cache)
 
     # -- the trial --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -248,6 +253,8 @@ class TrialLoop:
             last = {Metric.DIVERGED: 1, Metric.STATUS_REASON: str(exc), Metric.PHASE: DIVERGED}
             self._report(last, None)  # meta and best weights; a diverged trial is not resumed
         finally:
+            if self.encoder_cache is not None:
+                self.encoder_cache.release()  # a no-op once published; stopped or failed: others may take it
             if self.writer is not None:
                 self.writer.close()
         return last
@@ -256,9 +263,44 @@ class TrialLoop:
         """The phases still to run. Each is built when the one before it has finished, since
         fine-tuning starts from the encoder that pre-training selected."""
         pretrains = isinstance(self.model, SkeletonMAE) and self.recipe.pretrain_epochs > 0
-        if pretrains and (state is None or state[Metric.PHASE] == PRETRAIN):
+        if pretrains and (state is None or state[Metric.PHASE] == PRETRAIN) and not self._encoder_from_cache():
+            start = time.perf_counter()
             yield self._pretrain_phase()
+            self._publish_encoder(time.perf_counter() - start)
+        if state is None or state[Metric.PHASE] != FINETUNE:
+            # Fine-tuning depends on its encoder and settings alone, not on the random numbers
+            # pre-training drew: a trial whose encoder came from the cache fine-tunes the same way.
+            torch.manual_seed(epoch_seed(self.recipe.seed, self.global_epoch))
         yield self._finetune_phase()
+
+    # -- the encoder cache ------------------------------------------------------------------------
+    def _encoder_from_cache(self) -> bool:
+        """Take the pre-trained encoder from the cache when its key is there (waiting while another
+        trial pre-trains it); False: this trial pre-trains it and publishes it when done."""
+        cache = self.encoder_cache
+        if cache is None:
+            return False
+        self._key_fields = key_fields(self.trial, self.model_config, self.dataset, self.ctx.world_size)
+        key = encoder_key(self._key_fields)
+        cached = cache.acquire(key, self.ctx)
+        self.cache_use = {"key": key, "hit": cached is not None, "location": cache.location}
+        if cached is None:
+            return False
+        self.model.encoder.load_state_dict(cached.state)
+        self.best_encoder = cached.state
+        self.best = replace(self.best, pretrain_val_loss=cached.record.get("best_pretrain_val_loss"),
+                            pretrain_epoch=cached.record.get("best_pretrain_epoch"))
+        # One time axis for the scheduler: fine-tuning starts after the pre-training epochs.
+        self.global_epoch = self.recipe.pretrain_epochs
+        return True
+
+    def _publish_encoder(self, wall_s: float) -> None:
+        """Only a finished pre-training phase gets here (a stopped trial never does)."""
+        if self.encoder_cache is None or self.best_encoder is None:
+            return
+        record = {"best_pretrain_val_loss": self.best.pretrain_val_loss, "best_pretrain_epoch": self.best.pretrain_epoch,
+                  "best_pretrain_metrics": self.best_pretrain_metrics, "pretrain_wall_time_s": wall_s}
+        self.encoder_cache.publish(self.cache_use["key"], self._key_fields, self.best_encoder, record, self.ctx)
 
     def _run_phase(self, phase: Phase, state: dict[str, Any] | None) -> dict[str, Any]:
         optimizer, scheduler = self._optimizer(phase.module, phase.lr, phase.epochs)
@@ -346,6 +388,7 @@ class TrialLoop:
         if self.best.pretrain_improved(loss):
             self.best = replace(self.best, pretrain_val_loss=loss, pretrain_epoch=self.global_epoch)
             self.best_encoder = copy.deepcopy(self.model.encoder.state_dict())
+            self.best_pretrain_metrics = {k: v for k, v in metrics.items() if k.startswith("val_")}
 
     def _select_classifier(self, metrics: dict[str, float]) -> None:
         acc = metrics[Metric.VAL_ACC]
@@ -405,14 +448,15 @@ class TrialLoop:
             Metric.PHASE: phase, Metric.EPOCH: epoch, Metric.GLOBAL_EPOCH: self.global_epoch,
             "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "best": asdict(self.best), "best_encoder": self.best_encoder, "best_classifier": self.best_classifier,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "encoder_cache": dict(self.cache_use),
         }
 
     def _meta(self, last_metrics: dict[str, Any]) -> TrialMeta:
         return TrialMeta(recipe=self.recipe.recipe_record(self.train_clips),
                          model_config=asdict(self.model_config), trial_config=self.trial.to_flat(),
                          class_names=list(self.dataset.class_names), layout=asdict(self.dataset.layout),
-                         best=self.best, global_epoch=self.global_epoch, last_metrics=last_metrics)
+                         best=self.best, global_epoch=self.global_epoch, last_metrics=last_metrics,
+                         encoder_cache=dict(self.cache_use))
 
     def _report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         """Every worker reports; rank 0 attaches a checkpoint to every report, so the run's result
@@ -420,6 +464,8 @@ class TrialLoop:
         best = {Metric.BEST_VAL_ACC: self.best.val_acc} if self.best.val_acc is not None else {}
         metrics = {**self.setup.static_metrics, **metrics, Metric.GLOBAL_EPOCH: self.global_epoch, **best,
                    Metric.RESUMED_FROM: self.resumed_from}
+        if self.cache_use:
+            metrics[Metric.ENCODER_CACHE_HIT] = int(self.cache_use["hit"])
         if self.writer is not None:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -443,6 +489,7 @@ class TrialLoop:
         state = torch.load(os.path.join(path, STATE_FILE), map_location=self.ctx.device, weights_only=True)
         self.best = BestSoFar(**state["best"])
         self.best_encoder, self.best_classifier = state["best_encoder"], state["best_classifier"]
+        self.cache_use = dict(state.get("encoder_cache") or {})
         torch.set_rng_state(state["torch_rng"].cpu())
         return state
 
@@ -469,7 +516,8 @@ class RayTrainReporter:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker function. `config`: {"trial": the TrialConfig (validated where it was
-    built), "log_dir": str | None, "threads": CPU threads this worker owns}."""
+    built), "log_dir": str | None, "threads": CPU threads this worker owns, "encoder_cache": an
+    EncoderCacheSpec or None}."""
     import ray.train
     import ray.train.torch
 
@@ -480,4 +528,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = WorkerContext(rank=context.get_world_rank(), world_size=context.get_world_size(),
                         device=ray.train.torch.get_device())
     trial: TrialConfig = config["trial"]
-    TrialLoop.build(trial, ctx, RayTrainReporter(), log_dir=config.get("log_dir")).run()
+    spec: EncoderCacheSpec | None = config.get("encoder_cache")
+    cache = EncoderCache.open(spec, source=context.get_experiment_name()) if spec is not None else None
+    TrialLoop.build(trial, ctx, RayTrainReporter(), log_dir=config.get("log_dir"), encoder_cache=cache).run()

@@ -27,6 +27,8 @@ from ..errors import UserInputError
 from ..ray_runtime import connect
 from ..runs import SearchRecord, write_text
 from .space import SearchSpace, build_sampler, define_by_run, scheduler_horizon
+from ..contract import ENCODER_CACHE_DIR
+from ..train.encoder_cache import EncoderCacheSpec, start_claims
 from .trial import DRIVER_CPUS, make_trainable
 
 STRICT_METRIC_CHECKING_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
@@ -76,7 +78,7 @@ def check_cluster_fits(resources: Resources, allow_pending: bool) -> int:
             f"worker (nodes: {[{k: v for k, v in n.items() if k in ('CPU', 'GPU')} for n in nodes]}); lower "
             "resources.cpus_per_worker/gpus_per_worker, or pass --allow-pending-resources on an autoscaling cluster")
     total = ray.cluster_resources()
-    per_trial_cpu = resources.workers * resources.cpus_per_worker + DRIVER_CPUS
+    per_trial_cpu = resources.workers * resources.cpus_per_worker + (DRIVER_CPUS if resources.workers > 1 else 0)
     slots = total.get("CPU", 0) // per_trial_cpu
     if resources.gpus_per_worker:
         slots = min(slots, total.get("GPU", 0) // (resources.workers * resources.gpus_per_worker))
@@ -123,7 +125,8 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
         # Schedulers follow the primary objective; Optuna gets all of them.
         metric=None if multi else metrics[0], mode=None if multi else modes[0],
         time_budget_s=space.budget.time_limit_s, max_concurrent_trials=max(1, limit),
-        reuse_actors=False, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        # One-worker trials run in the Tune actor: reusing it skips a process start and the imports.
+        reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     # Not sorted by the objective: a trial stopped in pre-training has none, and the reporter's
     # sort cannot order None against numbers.
@@ -136,6 +139,8 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
     run_config = ray.tune.RunConfig(
         name=name, storage_path=root, progress_reporter=reporter,
         failure_config=ray.tune.FailureConfig(max_failures=1),
+        # One-worker trials checkpoint through Tune; the latest always holds the best weights so far.
+        checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=1),
         callbacks=[PlacementGroupReaper(), RestoreTrialHistory()],
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
@@ -189,7 +194,11 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     connect()
     slots = check_cluster_fits(resources, allow_pending_resources)
     write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources).to_json())
-    trainable = make_trainable(resources, f"{run_dir}/trials")
+    # Pre-training done once per pre-training configuration: trials share encoders through the
+    # cache, and agree who pre-trains a key through its claims actor, which lives as long as this process.
+    cache = EncoderCacheSpec(f"{run_dir}/{ENCODER_CACHE_DIR}")
+    claims = start_claims(cache.location)  # noqa: F841 (held while the search runs)
+    trainable = make_trainable(resources, f"{run_dir}/trials", encoder_cache=cache)
     if resume:
         if not ray.tune.Tuner.can_restore(run_dir):
             raise UserInputError(f"--resume: no search to resume at {run_dir}; run it without --resume first")
