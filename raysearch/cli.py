@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .ray_runtime import connect
 
     connect(args.address)
-    summary = fit_trial(trial, resources, args.out)
+    summary = fit_trial(trial, resources, args.out, encoder_cache=args.encoder_cache)
     _emit(asdict(summary), args.json, lambda s: _key_values({k: s[k] for k in summary.HEADLINE}))
     if summary.outcome != COMPLETED:
         sys.exit(1)
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", help="encoder checkpoint (ours or public STTFormer layout)")
     train.add_argument("--seed", type=int)
     train.add_argument("--out", default="runs/train")
+    train.add_argument("--encoder-cache", metavar="DIR", help="pre-trained encoders to reuse and add to (a directory or s3:// / gs:// URI, e.g. a search's RUN_DIR/encoders): a trial whose pre-training settings are there skips pre-training")
     train.add_argument("--address", help="Ray cluster address (default: start local Ray)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
