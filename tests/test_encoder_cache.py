@@ -309,3 +309,13 @@ def test_one_worker_trial_resumes_from_its_checkpoint_after_a_kill(tmp_path, ray
     assert rows[-1]["global_epoch"] == 3
     assert rows[-1]["resumed_from_global_epoch"] >= 1, "the restarted trial resumed from its checkpoint"
     assert sorted({r["global_epoch"] for r in rows}) == [1, 2, 3]
+
+
+def test_search_space_knows_the_stage_of_each_parameter(tmp_path):
+    from raysearch.tune.space import load_search_space
+
+    space = load_search_space(one_worker_space(tmp_path, parameters={
+        "finetune_lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+        "frame_mask_ratio": {"type": "float", "low": 0.3, "high": 0.6},
+        "dropout": {"type": "categorical", "choices": [0.0, 0.2]}}))
+    assert space.stages() == {"finetune_lr": FINETUNE, "frame_mask_ratio": PRETRAIN, "dropout": FINETUNE}

@@ -41,7 +41,7 @@ from models import ModelConfig, ModelConfigError
 from ..contract import OBJECTIVES, Metric
 from ..data.synthetic import SYNTHETIC_DEFAULTS
 from ..errors import UserInputError, load_user_yaml, show
-from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig
+from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig, stage_of
 
 OBJECTIVE_METRICS = tuple(OBJECTIVES)       # the metrics a search may optimise (contract.OBJECTIVES)
 # Metrics a user may reach for that are not objectives, and why.
@@ -268,6 +268,12 @@ class SearchSpace:
         if name in MODEL_FIELDS:
             return getattr(models.PRESETS[self.preset], name)
         return getattr(TrainConfig(), name)
+
+    def stages(self) -> dict[str, str]:
+        """The stage of each searched parameter (contract.PRETRAIN or FINETUNE, from the field
+        metadata of TrainConfig/ModelConfig): trials that differ only in fine-tuning parameters
+        share one pre-trained encoder through the encoder cache."""
+        return {p.name: stage_of(p.name) for p in self.parameters}
 
     def is_active(self, parameter: Parameter, values: dict[str, Any]) -> bool:
         """Whether `parameter` is sampled, given the parameter values chosen so far."""
