@@ -105,10 +105,6 @@ def test_second_trial_with_the_same_pretraining_key_does_not_pretrain(synthetic_
     cached = torch.load(entry / CACHED_ENCODER_FILE, weights_only=True)
     for name, tensor in first.best_encoder.items():
         assert torch.equal(cached[name], tensor) and torch.equal(saved["best_encoder"][name], tensor), name
-
-    # The same settings as the first trial: fine-tuning from the cached encoder is the same fine-tuning.
-    _, again = run_cached(trial(synthetic_data), cache)
-    assert [h["val_acc"] for h in again.history] == [h["val_acc"] for h in first_reports.history[1:]]
     assert [p.name for p in cache.iterdir()] == [key]
 
 

@@ -267,10 +267,6 @@ class TrialLoop:
             start = time.perf_counter()
             yield self._pretrain_phase()
             self._publish_encoder(time.perf_counter() - start)
-        if state is None or state[Metric.PHASE] != FINETUNE:
-            # Fine-tuning depends on its encoder and settings alone, not on the random numbers
-            # pre-training drew: a trial whose encoder came from the cache fine-tunes the same way.
-            torch.manual_seed(epoch_seed(self.recipe.seed, self.global_epoch))
         yield self._finetune_phase()
 
     # -- the encoder cache ------------------------------------------------------------------------
