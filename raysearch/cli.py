@@ -29,7 +29,11 @@ def _key_values(payload: dict[str, Any]) -> str:
 def _overrides(assignments: list[str]) -> dict[str, Any]:
     from .train.config import parse_assignment
 
-    return dict(parse_assignment(a) for a in assignments or [])
+    settings = dict(parse_assignment(a) for a in assignments or [])
+    for key, flag in (("preset", "--preset (train) or the PRESET argument (model-info)"), ("data_dir", "--data")):
+        if key in settings:
+            raise UserInputError(f"--set {key}: not a setting; pass it with {flag}")
+    return settings
 
 
 # -- prepare / data-info ---------------------------------------------------------------------------
@@ -91,12 +95,17 @@ def cmd_train(args: argparse.Namespace) -> None:
             settings[flag] = getattr(args, flag)
     data = args.data if args.data.startswith(SYNTHETIC_PREFIX) else str(Path(args.data).resolve())
     trial = TrialConfig.from_flat({"preset": args.preset, "data_dir": data, **settings})
-    preflight(trial)
-    resources = Resources(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                          gpus_per_worker=args.gpus_per_worker).validate()
-    from .ray_runtime import connect
+    try:
+        resources = Resources(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                              gpus_per_worker=args.gpus_per_worker).validate()
+    except UserInputError as exc:
+        raise UserInputError(f"{exc} (--workers, --cpus-per-worker, --gpus-per-worker)") from None
+    preflight(trial, workers=resources.workers)
+    from .ray_runtime import FLAG_RESOURCE_NAMES, check_cluster_fits, connect
 
     connect(args.address)
+    # Ray Train would otherwise wait forever for workers the cluster cannot place.
+    check_cluster_fits(resources, args.allow_pending_resources, names=FLAG_RESOURCE_NAMES)
     summary = fit_trial(trial, resources, args.out, encoder_cache=args.encoder_cache)
     _emit(asdict(summary), args.json, lambda s: _key_values({k: s[k] for k in summary.HEADLINE}))
     if summary.outcome != COMPLETED:
@@ -230,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/train")
     train.add_argument("--encoder-cache", metavar="DIR", help="pre-trained encoders to reuse and add to (a directory or s3:// / gs:// URI, e.g. a search's RUN_DIR/encoders): a trial whose pre-training settings are there skips pre-training")
     train.add_argument("--address", help="Ray cluster address (default: start local Ray)")
+    train.add_argument("--allow-pending-resources", action="store_true",
+                       help="on an autoscaling cluster: accept workers no current node has room for")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
 

@@ -179,9 +179,12 @@ class Resources:
     def validate(self) -> "Resources":
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise UserInputError(f"resources: workers={self.workers!r} must be an integer >= 1")
-        if not self.cpus_per_worker > 0 or not self.gpus_per_worker >= 0:
-            raise UserInputError(f"resources: cpus_per_worker={self.cpus_per_worker!r} must be > 0 and "
-                                 f"gpus_per_worker={self.gpus_per_worker!r} >= 0")
+        # NaN and inf would slip past a plain comparison (inf CPUs never fit, so Ray waits forever).
+        for name, positive in (("cpus_per_worker", True), ("gpus_per_worker", False)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (positive and value == 0)):
+                raise UserInputError(f"resources: {name}={value!r} must be a finite number {'> 0' if positive else '>= 0'}")
         if not isinstance(self.max_failures, int) or self.max_failures < 0:
             raise UserInputError(f"resources: max_failures={self.max_failures!r} must be an integer >= 0")
         return self

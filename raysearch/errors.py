@@ -132,8 +132,9 @@ def _check_expanded(root: yaml.Node) -> None:
                 stack.append((value, depth + 1))
 
 
-def parse_user_yaml(text: str, source: str) -> Any:
-    """The YAML document in `text`, or a one-line UserInputError naming `source` and the line.
+def parse_user_yaml(text: str, source: str, fix: str = "fix the file") -> Any:
+    """The YAML document in `text`, or a one-line UserInputError naming `source` and the line and
+    ending with `fix`.
 
     For YAML embedded in a user's file (e.g. a RayJob's runtimeEnvYAML) and for files, through
     `load_user_yaml`. Duplicate keys, more than MAX_YAML_ALIASES aliases, more than MAX_YAML_NODES
@@ -149,7 +150,7 @@ def parse_user_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or str(exc).strip().split("\n")[0]
-        raise UserInputError(f"{source}: {where}: not valid YAML ({problem}); fix the file") from None
+        raise UserInputError(f"{source}: {where}: not valid YAML ({problem}); {fix}") from None
     except ValueError as exc:
         # A scalar that matches a YAML type but does not fit it: a 30th of February, an integer of
         # more than 4300 digits.

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 
+from .contract import Resources
+from .errors import UserInputError
+
+# How a command's user spells the per-run resources: search-space fields, or train's flags.
+SPACE_RESOURCE_NAMES = ("resources.workers", "resources.cpus_per_worker", "resources.gpus_per_worker")
+FLAG_RESOURCE_NAMES = ("--workers", "--cpus-per-worker", "--gpus-per-worker")
+
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray.
@@ -48,3 +55,36 @@ def runtime_env() -> dict:
     """The job's runtime env: every worker pins its Ray address; Train polls its workers often."""
     return {"worker_process_setup_hook": pin_ray_address,
             "env_vars": {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, "0.2")}}
+
+
+def check_cluster_fits(resources: Resources, allow_pending: bool, *, driver_cpus: float = 0.0,
+                       names: tuple[str, str, str] = SPACE_RESOURCE_NAMES) -> int:
+    """How many runs of `resources` (its workers, plus `driver_cpus` for whatever waits on them)
+    the connected cluster holds at once. Refused in one line, before anything waits forever for
+    resources that never come: a worker no node can host, or one run bigger than the whole
+    cluster. `allow_pending` (an autoscaling cluster, which grows once work waits) refuses
+    nothing. `names` spell workers / CPUs / GPUs as the user wrote them."""
+    import ray
+
+    workers, cpus, gpus = names
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = [n for n in nodes if n.get("CPU", 0) >= resources.cpus_per_worker
+            and n.get("GPU", 0) >= resources.gpus_per_worker]
+    if not fits and not allow_pending:
+        raise UserInputError(
+            f"resources: no node offers {resources.cpus_per_worker} CPU and {resources.gpus_per_worker} GPU for one "
+            f"worker (nodes: {[{k: v for k, v in n.items() if k in ('CPU', 'GPU')} for n in nodes]}); lower "
+            f"{cpus}/{gpus}, or pass --allow-pending-resources on an autoscaling cluster")
+    total = ray.cluster_resources()
+    per_run_cpu = resources.workers * resources.cpus_per_worker + driver_cpus
+    slots = total.get("CPU", 0) // per_run_cpu
+    if resources.gpus_per_worker:
+        slots = min(slots, total.get("GPU", 0) // (resources.workers * resources.gpus_per_worker))
+    if slots < 1 and not allow_pending:
+        gpu_part = f" and {resources.gpus_per_worker} GPU" if resources.gpus_per_worker else ""
+        raise UserInputError(
+            f"resources: one run needs {resources.workers} workers x {resources.cpus_per_worker} CPU{gpu_part}"
+            + (f" (+{driver_cpus} CPU for its driver)" if driver_cpus else "")
+            + f" but the cluster has {total.get('CPU', 0)} CPU and {total.get('GPU', 0)} GPU; lower {workers}, "
+            "or pass --allow-pending-resources on an autoscaling cluster")
+    return max(1, int(slots))

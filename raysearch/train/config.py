@@ -12,6 +12,8 @@ resulting frozen `TrialConfig` is what travels to the workers; `to_flat` only wr
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ import models
 from models import ModelConfig, ModelConfigError
 
 from ..contract import FINETUNE, PRETRAIN
-from ..errors import UserInputError
+from ..errors import UserInputError, parse_user_yaml, show
 
 FINETUNE_MODES = ("full", "linear")
 PRETRAIN_METRICS = ("knn", "linear_probe")
@@ -37,6 +39,10 @@ SMALL_LR_MILESTONE_FRACTIONS = (0.6, 0.9)
 # optimizer steps at batch 64 (3,200 clips), and always for the paper-scale `*-ntu60` presets.
 AUTO_MIN_PAPER_STEPS = 50
 PAPER_PRESET_SUFFIX = "-ntu60"
+# Batch norm needs at least two clips per worker batch ("Expected more than 1 value per channel").
+MIN_WORKER_BATCH = 2
+SEED_LIMIT = 2 ** 32                      # numpy's and DistributedSampler's seeds: [0, 2**32)
+MAX_LOADER_WORKERS = 64                   # DataLoader processes per Ray worker; each is a process
 
 
 # Field metadata naming the stage a setting belongs to. A field of `TrainConfig` or `ModelConfig`
@@ -76,41 +82,50 @@ class TrainConfig:
         return 1e-2 if variant == "mvqvae" else 1e-3
 
     def validate(self) -> "TrainConfig":
+        """Type and range of every field; one UserInputError line naming the first bad one."""
         def fail(name: str, why: str):
-            raise UserInputError(f"training field {name}={getattr(self, name)!r}: {why}")
+            raise UserInputError(f"training field {name}={show(getattr(self, name))}: {why}")
+
+        def integer(name: str, low: int, high: float = math.inf, why: str = "") -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
+                limit = f"in [{low}, {high})" if high != math.inf else f">= {low}"
+                fail(name, why or f"must be an integer {limit}")
 
         for name in ("pretrain_epochs", "finetune_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                fail(name, "must be an integer >= 0")
+            integer(name, 0)
         if self.pretrain_epochs + self.finetune_epochs == 0:
             fail("finetune_epochs", "pretrain_epochs and finetune_epochs are both 0; nothing to train")
-        if self.recipe not in RECIPES:
-            fail("recipe", f"must be one of {', '.join(RECIPES)}")
-        for name in ("batch_size", "knn_k"):
-            value = getattr(self, name)
-            if name == "batch_size" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(name, "must be a positive integer" + (" or null (the recipe's)" if name == "batch_size" else ""))
-        if self.lr_milestones is not None and not all(
-                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in self.lr_milestones):
+        for name, choices in (("recipe", RECIPES), ("finetune_mode", FINETUNE_MODES),
+                              ("pretrain_metric", PRETRAIN_METRICS)):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
+                fail(name, f"must be one of {', '.join(choices)}")
+        if self.batch_size is not None:
+            integer("batch_size", MIN_WORKER_BATCH, why=f"must be an integer >= {MIN_WORKER_BATCH} (batch norm "
+                    "needs at least 2 clips per batch), or null (the recipe's)")
+        integer("knn_k", 1)
+        integer("seed", 0, SEED_LIMIT)
+        integer("loader_workers", 0, MAX_LOADER_WORKERS + 1,
+                why=f"must be an integer in [0, {MAX_LOADER_WORKERS}] (0 loads in the training process)")
+        milestones = self.lr_milestones
+        if milestones is not None and (not isinstance(milestones, (list, tuple)) or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)):
             fail("lr_milestones", "must be a list of epochs >= 1, e.g. [60, 90, 110], or null (the recipe's)")
-        if isinstance(self.loader_workers, bool) or not isinstance(self.loader_workers, int) or self.loader_workers < 0:
-            fail("loader_workers", "must be an integer >= 0 (0 loads in the training process)")
         for name in ("lr", "finetune_lr"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                fail(name, "must be > 0")
-        if self.weight_decay < 0:
-            fail("weight_decay", "must be >= 0")
-        if not 0 < self.label_fraction <= 1:
+            if value is not None and not (_finite(value) and value > 0):
+                fail(name, "must be a number > 0, e.g. 1e-3, or null (the default)")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            fail("weight_decay", "must be a number >= 0")
+        if not (_finite(self.label_fraction) and 0 < self.label_fraction <= 1):
             fail("label_fraction", "must be in (0, 1], e.g. 0.05 for the paper's 5% setting")
-        if self.finetune_mode not in FINETUNE_MODES:
-            fail("finetune_mode", f"must be one of {', '.join(FINETUNE_MODES)}")
-        if self.pretrain_metric not in PRETRAIN_METRICS:
-            fail("pretrain_metric", f"must be one of {', '.join(PRETRAIN_METRICS)}")
-        if not 0 < self.lr_gamma <= 1:
+        if not (_finite(self.lr_gamma) and 0 < self.lr_gamma <= 1):
             fail("lr_gamma", "must be in (0, 1]")
+        for name in ("augment", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be true or false")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            fail("init_from", "must be the path of an encoder checkpoint, or null")
         return self
 
     def resolved(self, preset: str, train_clips: int) -> "TrainConfig":
@@ -144,6 +159,16 @@ class TrainConfig:
                 "lr_milestones": {"pretrain": list(self.milestones_for(self.pretrain_epochs)),
                                   "finetune": list(self.milestones_for(self.finetune_epochs))},
                 "lr_gamma": self.lr_gamma}
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool) that is finite; an int too large for a float is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def choose_recipe(preset: str, train_clips: int) -> str:
@@ -219,9 +244,10 @@ class TrialConfig:
             if key in DATA_FIELDS:
                 raise UserInputError(f"{key} comes from the dataset manifest; remove it from the overrides")
             if key in TRAIN_FIELDS:
-                train_fields[key] = tuple(value) if key == "lr_milestones" and value is not None else value
+                # Anything but a list is left as it is for TrainConfig.validate to refuse by name.
+                train_fields[key] = tuple(value) if key == "lr_milestones" and isinstance(value, list) else value
             elif key in MODEL_FIELDS:
-                model_overrides[key] = tuple(map(tuple, value)) if key == "encoder_blocks" else value
+                model_overrides[key] = value  # ModelConfig makes lists tuples and refuses other types
             else:
                 raise UserInputError(f"unknown setting {key!r}; known: {', '.join(sorted(TUNABLE_FIELDS))}")
         if preset not in models.PRESETS:
@@ -229,15 +255,19 @@ class TrialConfig:
         return cls(preset, str(data_dir), model_overrides, TrainConfig(**train_fields).validate())
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`key=value` from the command line; the value is read as YAML (numbers, bools, lists)."""
-    import yaml
+# A number in exponent notation without a dot, e.g. `1e-3`, which YAML 1.1 reads as a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`key=value` from the command line. The value is read as YAML (numbers, bools, lists) by the
+    reader of all user YAML (`errors.parse_user_yaml`: aliases and depth limited); `1e-3` is a
+    number. An empty value is null. The value's type is checked by the config it goes to."""
     if "=" not in text:
-        raise UserInputError(f"--set {text!r}: expected key=value, e.g. --set frame_mask_ratio=0.5")
+        raise UserInputError(f"--set {show(text)}: expected key=value, e.g. --set frame_mask_ratio=0.5")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
-        raise UserInputError(f"--set {text!r}: cannot read the value {raw!r}") from None
-    return key.strip(), value
+    key = key.strip()
+    value = parse_user_yaml(raw, f"--set {show(key)}", fix="quote or fix the value") if raw.strip() else None
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    return key, value

@@ -12,20 +12,27 @@ from pathlib import Path
 from ..contract import (COMPLETED, ERROR, META_FILE, OUTCOME_DIVERGED, TENSORBOARD_DIR, TRAIN_RESULT_FILE,
                         Metric, Resources, TrainSummary, TrialMeta)
 from ..errors import UserInputError
-from .config import TrialConfig
+from .config import MIN_WORKER_BATCH, TrialConfig
 from .encoder_cache import EncoderCacheSpec, start_claims
 from .loop import train_loop_per_worker
 
 
-def preflight(trial: TrialConfig) -> None:
+def preflight(trial: TrialConfig, workers: int = 1) -> None:
     """Everything a trial would reject, checked here before Ray starts: the data directory, the
-    model for that data, and the encoder checkpoint (shapes included)."""
+    model for that data, the batch each of `workers` workers gets, and the encoder checkpoint
+    (shapes included)."""
     import models
 
     from ..data.cache import resolve_data
     from ..data.format import open_dataset
 
     dataset = open_dataset(resolve_data(trial.data_dir))
+    batch = trial.resolved(len(dataset.split("train"))).train.batch_size
+    if batch // workers < MIN_WORKER_BATCH:
+        given = "the recipe's batch_size" if trial.train.batch_size is None else "batch_size"
+        raise UserInputError(f"{given} {batch} gives each of the {workers} workers {batch // workers} clip(s) per "
+                             f"batch, and batch norm needs at least {MIN_WORKER_BATCH}; set batch_size >= "
+                             f"{MIN_WORKER_BATCH * workers} or use fewer workers")
     config = trial.model_config(dataset.num_joints, dataset.max_persons, dataset.num_classes, dataset.num_channels)
     if trial.train.init_from:
         try:

@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..contract import SPACE_FILE, Metric, Objective, Resources
 from ..errors import UserInputError
+from .. import ray_runtime
 from ..ray_runtime import connect
 from ..runs import SearchRecord, write_text
 from .space import SearchSpace, build_sampler, define_by_run, scheduler_horizon
@@ -66,27 +67,10 @@ def check_storage_writable(root: str) -> None:
 
 
 def check_cluster_fits(resources: Resources, allow_pending: bool) -> int:
-    """How many trials can run at once; refuse per-trial resources no node offers."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    fits = [n for n in nodes if n.get("CPU", 0) >= resources.cpus_per_worker
-            and n.get("GPU", 0) >= resources.gpus_per_worker]
-    if not fits and not allow_pending:
-        raise UserInputError(
-            f"resources: no node offers {resources.cpus_per_worker} CPU and {resources.gpus_per_worker} GPU for one "
-            f"worker (nodes: {[{k: v for k, v in n.items() if k in ('CPU', 'GPU')} for n in nodes]}); lower "
-            "resources.cpus_per_worker/gpus_per_worker, or pass --allow-pending-resources on an autoscaling cluster")
-    total = ray.cluster_resources()
-    per_trial_cpu = resources.workers * resources.cpus_per_worker + (DRIVER_CPUS if resources.workers > 1 else 0)
-    slots = total.get("CPU", 0) // per_trial_cpu
-    if resources.gpus_per_worker:
-        slots = min(slots, total.get("GPU", 0) // (resources.workers * resources.gpus_per_worker))
-    if slots < 1 and not allow_pending:
-        raise UserInputError(
-            f"resources: one trial needs {resources.workers} workers x {resources.cpus_per_worker} CPU "
-            f"(+{DRIVER_CPUS} for its driver) but the cluster has {total.get('CPU', 0)} CPU; lower resources.workers")
-    return max(1, int(slots))
+    """How many trials can run at once; refuse per-trial resources no node offers. A multi-worker
+    trial's Tune function also holds DRIVER_CPUS while its TorchTrainer runs."""
+    return ray_runtime.check_cluster_fits(resources, allow_pending,
+                                          driver_cpus=DRIVER_CPUS if resources.workers > 1 else 0.0)
 
 
 class FineTunedOptunaSearch(OptunaSearch):
