@@ -122,6 +122,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .tune.space import load_search_space
 
     space = load_search_space(args.space, data=args.data, num_samples=args.num_samples)
+    if args.name is not None:
+        from .runs import check_run_name
+
+        check_run_name(args.name, "--name")  # before any data is generated
     if space.data == "synthetic":
         synthetic = space.synthetic
         data_dir = synthetic_spec(classes=synthetic.classes, per_class=synthetic.per_class, seed=synthetic.seed,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,9 +28,13 @@ from .contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, ERROR
                        OUTCOME_DIVERGED, PENDING, RESULTS_FILE, SPACE_FILE, STOPPED_EARLY, TRAIN_RESULT_FILE,
                        TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE, Column, Metric, Objective, Resources,
                        TrainSummary, TrialMeta)
-from .errors import UserInputError
+from .errors import UserInputError, show
 
 CHECKPOINT, TRAIN, SEARCH = "checkpoint", "train", "search"   # the kinds of run directory
+
+# A run name is one path component under the storage root: no separators, no "..", no "?".
+MAX_RUN_NAME_CHARS = 100
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 # Per-trial values a results row carries: the latest value each reported (a metric a phase does
 # not report, e.g. val_acc during pre-training, keeps the value from the reports that had it).
@@ -80,12 +85,33 @@ def write_text(location: str, name: str, text: str) -> str:
     return f"{path.rstrip('/')}/{name}"
 
 
+def is_run_name(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_RUN_NAME_CHARS and _RUN_NAME.fullmatch(value) is not None
+
+
+def check_run_name(value: Any, where: str) -> str:
+    """`value` when it can name a run directory (one path component of safe characters)."""
+    if not is_run_name(value):
+        raise UserInputError(f"{where} {show(value)}: not a usable run name; use up to {MAX_RUN_NAME_CHARS} letters, "
+                             "digits, '.', '_' and '-', starting with a letter or digit (it names the run directory)")
+    return value
+
+
+def join_uri(location: str, *names: str) -> str:
+    """`location` (a local path or a URI) with `names` appended to its path. A URI's query
+    (`s3://bucket/runs?endpoint_override=HOST:PORT&scheme=http`, see cluster/README.md) stays at
+    the end, where pyarrow and Ray read it; `f"{location}/{name}"` would put the name in the query."""
+    base, mark, query = location.partition("?") if "://" in location else (location, "", "")
+    return "/".join([base.rstrip("/"), *names]) + mark + query
+
+
 def uri_of(location: str, path: str) -> str:
-    """`path` (as pyarrow names it) written the way `location` was: with its scheme, or plain."""
+    """`path` (as pyarrow names it) written the way `location` was: with its scheme and query, or plain."""
     if "://" not in location:
         return path
     scheme = location.split("://", 1)[0]
-    return f"file://{path}" if scheme == "file" else f"{scheme}://{path.lstrip('/')}"
+    _, mark, query = location.partition("?")
+    return (f"file://{path}" if scheme == "file" else f"{scheme}://{path.lstrip('/')}") + mark + query
 
 
 def checkpoint_location(checkpoint: str, run_dir: str) -> str:
@@ -168,7 +194,7 @@ class SearchRecord:
         except UserInputError as exc:
             raise UserInputError(f"{source}: {exc}; {fix}") from None
         name = raw.get("name")
-        return cls(name=name if isinstance(name, str) else "search",
+        return cls(name=name if is_run_name(name) else "search",  # it names report-<name>/
                    objectives=tuple(Objective(o["metric"], o["mode"]) for o in objectives),
                    max_epochs=max_epochs, parameters=tuple(parameters), resources=resources,
                    data_dir=raw.get("data_dir") if isinstance(raw.get("data_dir"), str) else None,

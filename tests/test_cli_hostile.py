@@ -156,3 +156,44 @@ def test_train_refuses_more_workers_than_the_cluster_has(capsys, synthetic_data,
     refused(capsys, "train", "--preset", "mvae-tiny", "--data", synthetic_data, "--out", out,
             "--workers", "1", "--gpus-per-worker", "1", names="--gpus-per-worker")
     assert not out.exists()
+
+
+# -- 3. run names and storage URIs ---------------------------------------------------------------------
+SPACE = ("name: hostile\npreset: mvae-tiny\ndata: synthetic\nsynthetic: {classes: 3, per_class: 10}\n"
+         "objectives: [{metric: val_acc, mode: max}]\n"
+         "budget: {num_samples: 1, pretrain_epochs: 1, finetune_epochs: 1}\n"
+         "parameters: {beta: {type: float, low: 0.001, high: 0.1, log: true}}\n")
+
+
+@pytest.mark.parametrize("name", ["../../x", "", "a/b", "..", ".hidden", "x?y=1", "-rf", "n" * 101])
+def test_search_refuses_a_name_that_is_not_one_safe_path_component(capsys, tmp_path, no_ray, name):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    line = refused(capsys, "search", space, "--storage", tmp_path / "runs", f"--name={name}", names="--name")
+    assert "not a usable run name" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # nothing written anywhere
+
+
+def test_a_name_is_joined_into_the_path_of_a_storage_uri_before_its_query(moto_s3, monkeypatch):
+    import boto3
+    import pyarrow.fs
+
+    from raysearch.runs import checkpoint_location, join_uri, open_location, read_text, uri_of, write_text
+
+    for key, value in moto_s3["env"].items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=moto_s3["endpoint"], region_name="us-east-1").create_bucket(Bucket="hostile")
+    root = f"s3://hostile/runs?{moto_s3['query']}"
+    run_dir = join_uri(root, "smoke")
+    assert run_dir == f"s3://hostile/runs/smoke?{moto_s3['query']}"
+    assert join_uri(run_dir, "trials") == f"s3://hostile/runs/smoke/trials?{moto_s3['query']}"
+    write_text(join_uri(run_dir, "trials", "t1"), "meta.json", "{}")
+    filesystem, path = open_location(run_dir)
+    assert path == "hostile/runs/smoke"
+    assert read_text(filesystem, "hostile/runs/smoke/trials/t1/meta.json") == "{}"
+    # Ray records checkpoints as bucket paths; the URI made of one keeps the endpoint settings.
+    checkpoint = checkpoint_location("hostile/runs/smoke/trials/t1", run_dir)
+    assert checkpoint == uri_of(run_dir, "hostile/runs/smoke/trials/t1") \
+        == f"s3://hostile/runs/smoke/trials/t1?{moto_s3['query']}"
+    checkpoint_fs, checkpoint_path = open_location(checkpoint, "checkpoint")
+    assert checkpoint_fs.get_file_info(f"{checkpoint_path}/meta.json").type == pyarrow.fs.FileType.File

@@ -26,7 +26,7 @@ from ..contract import SPACE_FILE, Metric, Objective, Resources
 from ..errors import UserInputError
 from .. import ray_runtime
 from ..ray_runtime import connect
-from ..runs import SearchRecord, write_text
+from ..runs import SearchRecord, check_run_name, join_uri, write_text
 from .space import SearchSpace, build_sampler, define_by_run, scheduler_horizon
 from ..contract import ENCODER_CACHE_DIR
 from ..train.encoder_cache import EncoderCacheSpec, start_claims
@@ -98,7 +98,7 @@ def make_tuner(space: SearchSpace, data_dir: str, root: str, name: str, trainabl
     searcher = OptunaStudySearch(
         functools.partial(define_by_run, space=space, data_dir=data_dir),
         metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
-        max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs, run_dir=f"{root}/{name}",
+        max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs, run_dir=join_uri(root, name),
         study_name=name, sampler=build_sampler(space), points_to_evaluate=[dict(p) for p in space.points_to_evaluate],
     )
     limit = min(max_concurrent, space.budget.max_concurrent or max_concurrent)
@@ -169,8 +169,8 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     import ray.tune
 
     root = storage_root(storage)
-    name = name or space.name
-    run_dir = f"{root}/{name}"
+    name = check_run_name(space.name if name is None else name, "--name")
+    run_dir = join_uri(root, name)
     check_storage_writable(root)
     if "://" not in root and not resume and Path(run_dir, "tuner.pkl").exists():
         raise UserInputError(f"run {run_dir} already exists; pass --resume to continue it or --name for a new one")
@@ -180,9 +180,9 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources).to_json())
     # Pre-training done once per pre-training configuration: trials share encoders through the
     # cache, and agree who pre-trains a key through its claims actor, which lives as long as this process.
-    cache = EncoderCacheSpec(f"{run_dir}/{ENCODER_CACHE_DIR}")
+    cache = EncoderCacheSpec(join_uri(run_dir, ENCODER_CACHE_DIR))
     claims = start_claims(cache.location)  # noqa: F841 (held while the search runs)
-    trainable = make_trainable(resources, f"{run_dir}/trials", encoder_cache=cache)
+    trainable = make_trainable(resources, join_uri(run_dir, "trials"), encoder_cache=cache)
     if resume:
         if not ray.tune.Tuner.can_restore(run_dir):
             raise UserInputError(f"--resume: no search to resume at {run_dir}; run it without --resume first")

@@ -41,6 +41,7 @@ from models import ModelConfig, ModelConfigError
 from ..contract import OBJECTIVES, Metric
 from ..data.synthetic import SYNTHETIC_DEFAULTS
 from ..errors import UserInputError, load_user_yaml, show
+from ..runs import MAX_RUN_NAME_CHARS, is_run_name
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig, stage_of
 
 OBJECTIVE_METRICS = tuple(OBJECTIVES)       # the metrics a search may optimise (contract.OBJECTIVES)
@@ -64,7 +65,7 @@ FEASIBILITY_CHECK_LIMIT = 1024
 MAX_INT = 2**53
 # A stepped float range with more values than this is continuous in all but name.
 MAX_STEPS = 10**12
-MAX_NAME_CHARS = 100
+MAX_NAME_CHARS = MAX_RUN_NAME_CHARS
 
 TOP_LEVEL_KEYS = ("name", "preset", "data", "synthetic", "objectives", "budget", "resources", "scheduler",
                   "sampler", "fixed", "parameters", "points_to_evaluate")
@@ -525,8 +526,7 @@ def _parse_space(out: _Out, raw: Any, path: Path, data_override: str | None, sam
 
 
 def _parse_name(out: _Out, value: Any) -> str:
-    if (not isinstance(value, str) or len(value) > MAX_NAME_CHARS
-            or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value)):
+    if not is_run_name(value):
         out.fail("name", f"{show(value)} is not a usable run name",
                  f"use up to {MAX_NAME_CHARS} letters, digits, '.', '_' and '-' (it names the results directory)")
     return value
