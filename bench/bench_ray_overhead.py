@@ -1,6 +1,7 @@
 """What a trial pays for being a Ray Train run, and where that time goes. Prints one JSON object.
 
-    python bench/bench_ray_overhead.py [--repeats 2] [--skip-tune] [--skip-real]
+    python bench/bench_ray_overhead.py [--repeats 2] [--skip-tune] [--skip-real] [--skip-noop]
+                                       [--fixed-cost-trials 4]
 
 On one local Ray (started here with 2 CPUs, as `raysearch` starts it):
 - no-op 2-worker runs (each worker reports once and returns), alternated repetition by repetition:
@@ -11,6 +12,11 @@ On one local Ray (started here with 2 CPUs, as `raysearch` starts it):
   process group), which isolates what the torch backend costs;
 - inside Tune: a plain function trial, and a function trial that fits the no-op TorchTrainer
   (the search's pattern), with the 2 s and the 0.2 s poll;
+- the fixed cost per trial of the search path, side by side in one run (issue 15 item 5): a tiny
+  one-worker trial through `run_search` (a Tune function trainable running the TrialLoop in its
+  reused actor), a plain no-op Tune function trial, and the same tiny trial with two workers
+  (TorchTrainer). Each is the marginal wall time of one more trial (a search of N trials against
+  a search of one, so start-up paid once per search cancels) minus the trial's compute in-process;
 - a tiny real trial (mvae-tiny, synthetic data, 1 pre-train + 2 fine-tune epochs) through
   `fit_trial`, against the same epochs in this process with `TrialLoop` (torch using every core).
 
@@ -251,6 +257,99 @@ def run_real(storage: Path, repeats: int) -> dict:
     }
 
 
+# -- fixed cost per trial through the search path ----------------------------------------------------
+def search_space_file(folder: Path, workers: int, cpus_per_worker: float, trials: int) -> Path:
+    """A tiny search (mvae-tiny, 6 x 30 synthetic clips, 1 pre-train + 1 fine-tune epoch), one
+    trial at a time; `seed` is searched so that every trial pre-trains its own encoder."""
+    import yaml
+
+    doc = {"name": f"w{workers}-n{trials}", "preset": "mvae-tiny", "data": "synthetic",
+           "synthetic": {"classes": 6, "per_class": 30, "seed": 0},
+           "budget": {"num_samples": trials, "pretrain_epochs": 1, "finetune_epochs": 1, "max_concurrent": 1},
+           "resources": {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": 0},
+           "scheduler": {"type": "fifo"}, "sampler": {"type": "random", "seed": 0},
+           "fixed": {"batch_size": 16}, "parameters": {"seed": {"type": "int", "low": 0, "high": 10**6}}}
+    path = folder / f"space-w{workers}-n{trials}-{time.time_ns()}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_search_path(storage: Path, workers: int, cpus_per_worker: float, trials: int) -> float:
+    """Wall time of `raysearch search` (run_search, the trainable of every real search) over
+    `trials` sequential trials."""
+    from raysearch.data.cache import synthetic_spec
+    from raysearch.tune.search import run_search
+    from raysearch.tune.space import load_search_space
+
+    space = load_search_space(search_space_file(storage, workers, cpus_per_worker, trials))
+    data_dir = synthetic_spec(classes=6, per_class=30, seed=0, max_frames=space.synthetic.max_frames)
+    start = time.time()
+    run_search(space, data_dir, str(storage / "searches"), f"{space.name}-{time.time_ns()}", resume=False)
+    return time.time() - start
+
+
+def run_plain_tune(storage: Path, trials: int) -> float:
+    """Wall time of a Tune run of `trials` no-op function trials, one at a time, actors reused."""
+    import ray.tune
+
+    tuner = ray.tune.Tuner(ray.tune.with_resources(tune_function_trial, {"CPU": 1}),
+                           tune_config=ray.tune.TuneConfig(num_samples=trials, max_concurrent_trials=1,
+                                                           reuse_actors=True),
+                           run_config=ray.tune.RunConfig(name=f"plain-{time.time_ns()}", storage_path=str(storage),
+                                                         verbose=0))
+    start = time.time()
+    tuner.fit()
+    return time.time() - start
+
+
+def in_process_trial_s(storage: Path) -> float:
+    """The tiny search's trial run by TrialLoop in this process (warm, 1 thread): its compute."""
+    import torch
+
+    from raysearch.data.cache import resolve_data, synthetic_spec
+    from raysearch.train.config import TrialConfig
+    from raysearch.train.distributed import WorkerContext
+    from raysearch.train.loop import LocalReporter, TrialLoop
+
+    data = resolve_data(synthetic_spec(classes=6, per_class=30, seed=0, max_frames=64))
+    torch.set_num_threads(1)
+    walls = []
+    for seed in range(4):  # the first is a warm-up
+        trial = TrialConfig.from_flat(dict(preset="mvae-tiny", data_dir=data, pretrain_epochs=1, finetune_epochs=1,
+                                           batch_size=16, seed=seed))
+        start = time.time()
+        TrialLoop.build(trial, WorkerContext(), LocalReporter()).run()
+        walls.append(time.time() - start)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return median(walls[1:])
+
+
+def fixed_cost_per_trial(storage: Path, many: int) -> dict:
+    """Per-trial fixed cost, side by side: the marginal wall time of one more trial (a run of
+    `many` trials against a run of one: start-up paid once per search cancels) minus the trial's
+    compute in this process. Cases: a tiny one-worker trial through the search path (Tune function
+    trainable, actor reused), a plain no-op Tune function trial, and a tiny two-worker trial
+    through the search path (TorchTrainer)."""
+    compute = in_process_trial_s(storage)
+    log(f"tiny trial in process: {compute:.2f} s")
+    cases = {
+        "search_1_worker": (lambda n: run_search_path(storage, 1, 1, n), compute),
+        "plain_tune_function": (lambda n: run_plain_tune(storage, n), 0.0),
+        "search_2_workers_torch_trainer": (lambda n: run_search_path(storage, 2, 0.95, n), compute),
+    }
+    out: dict = {"trial": "mvae-tiny, 6 x 30 synthetic clips, 1 pre-train + 1 fine-tune epoch, batch 16",
+                 "in_process_trial_s": round(compute, 2), "trials_in_long_run": many}
+    for case, (run, work) in cases.items():
+        one = run(1)
+        log(f"{case}: 1 trial {one:.1f} s")
+        long = run(many)
+        log(f"{case}: {many} trials {long:.1f} s")
+        marginal = (long - one) / (many - 1)
+        out[case] = {"one_trial_run_s": round(one, 2), f"{many}_trial_run_s": round(long, 2),
+                     "marginal_trial_s": round(marginal, 2), "fixed_cost_per_trial_s": round(marginal - work, 2)}
+    return out
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -262,6 +361,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-tune", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-noop", action="store_true", help="skip the no-op 2-worker breakdown runs")
+    parser.add_argument("--fixed-cost-trials", type=int, default=4,
+                        help="trials in the long run of the per-trial fixed-cost cases (0: skip them)")
     args = parser.parse_args()
     import ray
 
@@ -276,12 +378,16 @@ def main() -> None:
         result["ray_init_s"] = round(time.time() - start, 2)
         log(f"ray.init: {result['ray_init_s']} s")
         runs: dict[str, list[dict]] = {case: [] for case in NOOP_CASES}
-        for rep in range(args.repeats):
+        for rep in range(0 if args.skip_noop else args.repeats):
             for case, (kind, env) in NOOP_CASES.items():
                 runs[case].append(run_noop(kind, env, storage, case.replace(".", "")))
                 log(f"no-op {case} {rep + 1}/{args.repeats}: {runs[case][-1]['wall_s']} s")
+        if args.fixed_cost_trials > 1:
+            result["fixed_cost_per_trial"] = fixed_cost_per_trial(storage, args.fixed_cost_trials)
         result["noop_2_worker_fit"] = {}
         for case, rows in runs.items():
+            if not rows:
+                continue
             stages = {key: median([r["breakdown"][key] for r in rows if r["breakdown"][key] is not None] or [float("nan")])
                       for key in rows[0]["breakdown"]}
             result["noop_2_worker_fit"][case] = {
@@ -303,11 +409,17 @@ def main() -> None:
             result["real_trial"] = run_real(storage, args.repeats)
         ray.shutdown()
     noop = result["noop_2_worker_fit"]
+    fixed = result.get("fixed_cost_per_trial", {})
     result["summary"] = {
         "fixed_cost_per_trial_s": result.get("real_trial", {}).get("fixed_cost_s"),
-        "noop_fit_poll_0.2s_s": noop["torch_trainer_poll_0.2s"]["wall_s"],
-        "noop_fit_poll_2s_s": noop["torch_trainer_poll_2s"]["wall_s"],
-        "target_fixed_cost_s": 10.0,
+        "noop_fit_poll_0.2s_s": noop.get("torch_trainer_poll_0.2s", {}).get("wall_s"),
+        "noop_fit_poll_2s_s": noop.get("torch_trainer_poll_2s", {}).get("wall_s"),
+        # issue 15 item 5: one-worker trials (Tune actor) <= 2 s, two-worker trials (TorchTrainer) <= 5 s
+        "search_1_worker_fixed_cost_s": fixed.get("search_1_worker", {}).get("fixed_cost_per_trial_s"),
+        "plain_tune_function_fixed_cost_s": fixed.get("plain_tune_function", {}).get("fixed_cost_per_trial_s"),
+        "search_2_workers_fixed_cost_s": fixed.get("search_2_workers_torch_trainer", {}).get("fixed_cost_per_trial_s"),
+        "target_1_worker_s": 2.0,
+        "target_2_workers_s": 5.0,
     }
     emit(result)
 
