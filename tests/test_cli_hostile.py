@@ -197,3 +197,166 @@ def test_a_name_is_joined_into_the_path_of_a_storage_uri_before_its_query(moto_s
         == f"s3://hostile/runs/smoke/trials/t1?{moto_s3['query']}"
     checkpoint_fs, checkpoint_path = open_location(checkpoint, "checkpoint")
     assert checkpoint_fs.get_file_info(f"{checkpoint_path}/meta.json").type == pyarrow.fs.FileType.File
+
+
+# -- 4. answers that name the right thing ------------------------------------------------------------------
+# Flags of other programs that messages about cluster files and launch commands mention.
+OTHER_TOOLS_FLAGS = {"--runtime-env", "--working-dir", "--generate", "--no-restart", "--head", "--env", "--help"}
+
+
+def raysearch_flags() -> dict[tuple[str, ...], set[str]]:
+    """Every option of every (sub)command: {("prepare", "npz"): {"--out", ...}, ...}."""
+    import argparse
+
+    from raysearch.cli import build_parser
+
+    flags: dict[tuple[str, ...], set[str]] = {}
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + (name,))
+            else:
+                flags.setdefault(path, set()).update(o for o in action.option_strings if o.startswith("--"))
+
+    walk(parser=build_parser(), path=())
+    return flags
+
+
+def message_texts():
+    """(file, text) of every string literal in raysearch/ (f-string pieces too), except the shell
+    reader, whose strings are other programs' flags."""
+    import ast
+    from pathlib import Path
+
+    import raysearch
+
+    for path in sorted(Path(raysearch.__file__).parent.rglob("*.py")):
+        if path.name == "cluster_shell.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                yield path.name, node.value
+
+
+def test_every_flag_a_message_suggests_exists():
+    import re
+
+    flags = raysearch_flags()
+    everywhere = set().union(*flags.values()) | OTHER_TOOLS_FLAGS
+    wrong = []
+    for file, text in message_texts():
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+            if flag not in everywhere:
+                wrong.append((file, flag, text[:80]))
+        # `raysearch CMD [SUB] ... --flag` in backticks: the flag must be CMD's own.
+        for snippet in re.findall(r"`raysearch ([^`]*)`", text):
+            words = snippet.split()
+            command = tuple(words[:2]) if tuple(words[:2]) in flags else tuple(words[:1])
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", snippet):
+                if command in flags and flag not in flags[command]:
+                    wrong.append((file, flag, snippet))
+    assert not wrong, wrong
+
+
+def test_the_nan_message_names_a_flag_of_the_command_that_was_run(capsys, tmp_path, artifact):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(24, 3, 20, 25, 2)).astype(np.float32)
+    x[1, 0, 3, 2, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(24) % 2)
+    line = refused(capsys, "prepare", "npz", tmp_path / "nan.npz", "--out", tmp_path / "d", names="nan.npz")
+    assert "raysearch prepare npz ... --drop-nonfinite" in line
+    main(["prepare", "npz", str(tmp_path / "nan.npz"), "--out", str(tmp_path / "d"), "--drop-nonfinite"])
+    assert (tmp_path / "d" / "manifest.json").is_file()  # the flag it names works
+    line = refused(capsys, "predict", artifact, tmp_path / "nan.npz", names="nan.npz")
+    assert "--" not in line.split("nan.npz", 1)[1] and "cannot be classified" in line
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """An exported artifact of a tiny trial (1 pre-train + 1 fine-tune epoch), and its checkpoint."""
+    from raysearch.data.synthetic import prepare_synthetic
+    from raysearch.deploy import export_artifact
+    from raysearch.train.distributed import WorkerContext
+    from raysearch.train.loop import LocalReporter, TrialLoop
+
+    root = tmp_path_factory.mktemp("hostile-artifact")
+    data = prepare_synthetic(root / "data", num_classes=3, per_class=20, seed=0)
+    trial = TrialConfig.from_flat(dict(preset="mvae-tiny", data_dir=str(data), pretrain_epochs=1, finetune_epochs=1,
+                                       batch_size=16, seed=0))
+    TrialLoop.build(trial, WorkerContext(), LocalReporter(root / "trial")).run()
+    return export_artifact(root / "trial" / "checkpoint", root / "artifact")
+
+
+@pytest.fixture
+def artifact_copy(artifact, tmp_path):
+    import shutil
+
+    return shutil.copytree(artifact, tmp_path / "artifact")
+
+
+@pytest.fixture
+def clip(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "clip.npz", x=np.random.default_rng(1).normal(size=(1, 3, 20, 25, 2)).astype(np.float32))
+    return tmp_path / "clip.npz"
+
+
+class RunsAShellCommand:
+    """Unpickling this would run `touch marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_weights_with_code_are_refused_for_safety_and_damaged_ones_called_corrupt(capsys, artifact_copy, clip,
+                                                                                 tmp_path):
+    import torch
+
+    weights = artifact_copy / "weights.pt"
+    good = weights.read_bytes()
+    marker = tmp_path / "code-ran"
+    # os.system is on torch's blocklist: its refusal never says "Unsupported global".
+    torch.save({**torch.load(weights, weights_only=True), "x": RunsAShellCommand(marker)}, weights)
+    line = refused(capsys, "predict", artifact_copy, clip, names="weights.pt")
+    assert "weights_only loading refuses" in line and "posix.system" in line and "corrupt" not in line
+    assert not marker.exists()
+    for damaged in (good[: len(good) // 3], b"", b"hello", b"PK\x03\x04 not really"):
+        weights.write_bytes(damaged)
+        line = refused(capsys, "predict", artifact_copy, clip, names="weights.pt")
+        assert "corrupt" in line and "weights_only" not in line
+
+
+def test_a_bad_program_file_is_one_message_not_nested_in_itself(capsys, artifact_copy, clip):
+    import hashlib
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "not a program")
+    (artifact_copy / "classifier.pt2").write_bytes(buffer.getvalue())
+    config = json.loads((artifact_copy / "config.json").read_text())
+    config["sha256"]["classifier.pt2"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (artifact_copy / "config.json").write_text(json.dumps(config))
+    line = refused(capsys, "predict", artifact_copy, clip, names="classifier.pt2")
+    assert line.count("classifier.pt2") == 1 and line.count("re-export") == 1 and "corrupt" not in line
+
+
+def test_a_relative_checkpoint_path_is_not_joined_to_itself(capsys, artifact, tmp_path, monkeypatch):
+    import shutil
+
+    checkpoint = artifact.parent / "trial" / "checkpoint"
+    shutil.copytree(checkpoint, tmp_path / "work" / "ckpts" / "good")
+    monkeypatch.chdir(tmp_path)
+    main(["export", "work/ckpts/good", "--out", "art", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["checkpoint"] == "work/ckpts/good" and (tmp_path / "art" / "weights.pt").is_file()

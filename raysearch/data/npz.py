@@ -352,13 +352,16 @@ def _ctrgcn_x(arc: _Archive, key: str, where: str) -> np.ndarray:
 
 
 def _finish_part(part: NpzPart, where: str, drop_nonfinite: bool,
-                 lengths: np.ndarray | None) -> int:
+                 lengths: np.ndarray | None, labelled: bool) -> int:
     """Non-finite check (or drop) and valid lengths; returns the number dropped."""
     bad = _nonfinite(part.x)
     if bad.size and not drop_nonfinite:
+        # Only the importer (labelled data) offers the flag; `predict` needs every sample finite.
+        fix = ("clean them, or drop them with `raysearch prepare npz ... --drop-nonfinite`" if labelled
+               else "clean them first: a clip with NaN/Inf coordinates cannot be classified")
         raise UserInputError(
             f"{where}: array '{part.key}' has NaN/Inf in {bad.size} samples (first: index "
-            f"{bad[0]}); clean them, or drop them with --drop-nonfinite"
+            f"{bad[0]}); {fix}"
         )
     drop = set(bad.tolist())
     part.lengths = lengths if lengths is not None else \
@@ -422,7 +425,7 @@ def _read_ctrgcn(arc: _Archive, where: str, labelled: bool, drop_nonfinite: bool
                                    ntu_names=True)
         for p in parts:
             _check_label_range(p.labels, "y_" + p.key[2:], len(class_names), where)
-    dropped = sum(_finish_part(p, where, drop_nonfinite, None) for p in parts)
+    dropped = sum(_finish_part(p, where, drop_nonfinite, None, labelled) for p in parts)
     return NpzClips(arc.path, "npz-ctrgcn", parts[0].x.shape[1:], parts, class_names, False,
                     dropped, arc)
 
@@ -478,7 +481,7 @@ def _read_generic(arc: _Archive, where: str, labelled: bool, drop_nonfinite: boo
                                      f"values are train, val, test")
             part.split = names
     lengths = read_lengths(arc.get("length"), n, t, where) if arc.has("length") else None
-    dropped = _finish_part(part, where, drop_nonfinite, lengths)
+    dropped = _finish_part(part, where, drop_nonfinite, lengths, labelled)
     return NpzClips(arc.path, "npz-generic", (c, t, v, m), [part], class_names,
                     lengths is not None, dropped, arc)
 

@@ -211,7 +211,8 @@ def resolve_checkpoint(run_dir: str, trial_id: str | None = None) -> tuple[str, 
         raise UserInputError(f"run {run_dir}: holds neither {TRAIN_RESULT_FILE} (train run), {RESULTS_FILE} / "
                              f"{SPACE_FILE} (search run) nor {META_FILE} (checkpoint); pass the directory "
                              "that `raysearch train` or `raysearch search` printed")
-    location = runs.checkpoint_location(info["checkpoint"], run_dir)
+    # A checkpoint directory is its own location; joining it to itself would double a relative path.
+    location = run_dir if kind == runs.CHECKPOINT else runs.checkpoint_location(info["checkpoint"], run_dir)
     local, fetched = _fetch(location)
     return local, {**info, "checkpoint": location, "fetched": fetched}
 
@@ -232,6 +233,22 @@ def _model_config(fields: Any, where: str) -> ModelConfig:
         raise UserInputError(f"{where}: {exc}") from None
 
 
+WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:120]
+
+
+def _weights_only_reason(message: str) -> str:
+    """The line of torch's weights-only refusal that says what it refused, without its advice."""
+    for line in message.splitlines():
+        line = line.replace("WeightsUnpickler error:", "").strip()
+        if "GLOBAL" in line or line.startswith(("Unsupported", "Can only", "Trying to")):
+            return line.split(". ")[0][:160]
+    return "not a plain tensor file"
+
+
 def _read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
     """A tensor state dict read with `weights_only=True`; anything else is refused in one line.
 
@@ -239,15 +256,24 @@ def _read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
     holds exactly what export wrote) and it tells pickled code apart from a damaged file.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says it all
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "allowed global" in str(exc) or "Unsupported global" in str(exc):
-            raise UserInputError(f"file {path}: holds pickled Python objects, not just tensors, and is refused "
-                                 f"(loading it could run code); {fix}") from None
-        raise UserInputError(f"file {path}: corrupt, not a torch.save file; {fix}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = (str(exc).splitlines() or ["empty file"])[0][:120]
-        raise UserInputError(f"file {path}: corrupt ({reason}); {fix}") from None
+        # torch (2.6 to 2.13) starts every refusal of its weights-only unpickler with this; the
+        # reason (a GLOBAL not allowed, a blocked module, an opcode it does not run) comes later.
+        if WEIGHTS_ONLY_REFUSAL in str(exc):
+            raise UserInputError(f"file {path}: holds pickled Python objects (code or classes, not just tensors) "
+                                 f"that weights_only loading refuses ({_weights_only_reason(str(exc))}), so it was "
+                                 f"not loaded, for safety; {fix}") from None
+        raise UserInputError(f"file {path}: corrupt, not a torch.save file ({_first_line(exc)}); {fix}") from None
+    except EOFError:
+        raise UserInputError(f"file {path}: corrupt, it ends early (truncated or empty); {fix}") from None
+    except KeyError:  # the first byte is no pickle opcode: not a checkpoint at all
+        raise UserInputError(f"file {path}: corrupt, neither a zip archive nor a pickle; {fix}") from None
+    except (RuntimeError, OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged zip archive
+        raise UserInputError(f"file {path}: corrupt, not a readable torch.save file ({_first_line(exc)}); "
+                             f"{fix}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise UserInputError(f"file {path}: expected a state dict (names -> tensors); {fix}")
@@ -527,6 +553,8 @@ def _check_program_structure(path: Path, export_format: str, fix: str) -> None:
                         raise UserInputError(f"file {path}: holds pickled payloads; {fix}")
             elif not any(n.endswith("/data.pkl") for n in names):
                 raise UserInputError(f"file {path}: not a TorchScript archive; {fix}")
+    except UserInputError:
+        raise  # already one line; it is a ValueError, which the next clause would wrap in itself
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"file {path}: corrupt ({str(exc)[:120]}); {fix}") from None
 
