@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from raysearch.contract import (COMPLETED, ERROR, OPTUNA_JOURNAL_FILE, OUTCOME_COLUMN, STOPPED_EARLY, Metric)
 from raysearch.errors import UserInputError
@@ -205,6 +206,45 @@ def test_an_errored_trial_that_tune_resumes_continues_in_a_new_optuna_trial(tmp_
     assert retry.intermediate_values == pytest.approx({3: 0.4, 4: 0.5, 6: 0.5})
 
 
+GRID = [0.2, 0.5, 0.8]
+
+
+def define_grid(trial):
+    trial.suggest_categorical("quality", GRID)
+    return {"pretrain_epochs": PRETRAIN, "finetune_epochs": FINETUNE}
+
+
+def make_grid_searcher(run_dir):
+    return OptunaStudySearch(define_grid, metric=Metric.VAL_ACC, mode="max", max_epochs=MAX_EPOCHS,
+                             run_dir=str(run_dir), study_name=NAME,
+                             sampler=optuna.samplers.GridSampler({"quality": GRID}, seed=0))
+
+
+def test_a_grid_search_tells_every_point_and_then_finishes(tmp_path):
+    """The trial that completes the grid makes GridSampler stop the study (outside optimize(): a
+    RuntimeError); the searcher records it like any other and ends the search instead of repeating."""
+    searcher = make_grid_searcher(tmp_path)
+    configs = {trial_id: searcher.suggest(trial_id) for trial_id in "abc"}
+    assert sorted(c["quality"] for c in configs.values()) == GRID
+    assert searcher.suggest("d") == Searcher.FINISHED       # every point has a (running) trial
+    searcher.on_trial_complete("b", result=finetune_report(3, 0.1, 0.1))   # stopped at a rung
+    for trial_id in "ac":
+        run_full(searcher, trial_id, [configs[trial_id]["quality"]] * FINETUNE)
+    searcher.on_trial_complete("c", error=True)              # what Tune did after the error: nothing now
+    trials = by_tune_id(load(tmp_path))
+    assert sorted(trials) == ["a", "b", "c"]
+    assert [trials[k].state for k in "abc"] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials["c"].value == pytest.approx(configs["c"]["quality"])
+    assert searcher.suggest("e") == Searcher.FINISHED
+    # Restored from its checkpoint, the search is still over.
+    checkpoints = tmp_path / "driver_artifacts"
+    checkpoints.mkdir()
+    searcher.save_to_dir(str(checkpoints), session_str="s1")
+    restored = make_grid_searcher(tmp_path / "elsewhere")
+    restored.restore_from_dir(str(checkpoints))
+    assert restored.suggest("f") == Searcher.FINISHED
+
+
 def test_a_new_search_refuses_an_existing_study(tmp_path):
     make_searcher(tmp_path)
     with pytest.raises(UserInputError, match="--resume"):
@@ -278,6 +318,28 @@ def test_asha_stopped_trials_reach_optuna_as_pruned(tmp_path, local_ray, monkeyp
     before = [(t.number, t.state, t.value) for t in study.get_trials()]
     tune.Tuner.restore(str(tmp_path / "e2e"), trainable=tune.with_resources(fake_trial, {"CPU": 1})).fit()
     assert [(t.number, t.state, t.value) for t in load(tmp_path / "e2e").get_trials()] == before
+
+
+@pytest.mark.slow
+def test_a_grid_search_on_tune_runs_each_point_once_without_errors(tmp_path, local_ray, monkeypatch):
+    """More samples than grid points: every point runs once, no trial errors (the searcher's
+    completion of the last point used to raise, and Tune's retelling of it as an error failed)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    tuner = tune.Tuner(
+        tune.with_resources(fake_trial, {"CPU": 1}),
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(make_grid_searcher(tmp_path / "grid"), max_concurrent=2),
+                                    num_samples=len(GRID) + 2, metric=Metric.VAL_ACC, mode="max"),
+        run_config=tune.RunConfig(name="grid", storage_path=str(tmp_path), verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    assert sorted(r.config["quality"] for r in results) == GRID
+    trials = load(tmp_path / "grid").get_trials()
+    assert sorted(t.params["quality"] for t in trials) == GRID
+    assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_make_tuner_keeps_the_study_in_the_run_directory(tmp_path):

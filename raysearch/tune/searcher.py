@@ -19,6 +19,10 @@ with ask/tell instead:
 - an errored trial is FAIL. If Tune later resumes it (`resume_errored`), its results go to a new
   Optuna trial with the same parameters (user attribute `retry_of`): a finished Optuna trial cannot
   be reopened, and samplers ignore FAIL trials, so nothing is counted twice.
+- the grid sampler: once every grid point has a trial, `suggest` returns `Searcher.FINISHED` and Tune
+  ends the search (more trials would repeat points). Telling the trial that completes the grid makes
+  GridSampler call `study.stop()`, which raises outside `study.optimize`; the searcher lets exactly
+  that error pass (the study has the trial's state by then).
 - several objectives: Optuna has no intermediate values there, so nothing is reported; a full
   trial is COMPLETE with the final value of each objective (as above), others PRUNED or FAIL.
 
@@ -52,6 +56,7 @@ import logging
 import math
 import os
 import tempfile
+import traceback
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -171,9 +176,11 @@ class OptunaStudySearch(Searcher):
         return self._open_trials[trial_id]
 
     # -- Tune's Searcher interface ---------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self._numbers:
             trial = self._trial(trial_id)
+        elif self._grid_exhausted():
+            return Searcher.FINISHED  # a new trial would repeat a point: Tune ends the search instead
         else:
             trial = self.study.ask()
             trial.set_user_attr(Metric.TRIAL_ID, trial_id)
@@ -206,9 +213,35 @@ class OptunaStudySearch(Searcher):
         state, values, outcome = self._outcome(trial_id, result or {}, error)
         trial = self._trial(trial_id)
         trial.set_user_attr(OUTCOME_COLUMN, outcome)
-        self.study.tell(trial, values, state=state)
+        self._tell(trial, values, state)
         self._told[trial_id] = state.name
         self._open_trials.pop(trial_id, None)
+
+    def _tell(self, trial: optuna.Trial, values: list[float] | None, state: TrialState) -> None:
+        try:
+            self.study.tell(trial, values, state=state)
+        except RuntimeError as exc:
+            # GridSampler.after_trial calls study.stop() when this trial completes the grid, and
+            # outside study.optimize() stop() raises; Optuna stores the trial's state before that
+            # (`finally` in optuna/study/_tell.py). The search ends through suggest() (FINISHED).
+            frames = traceback.extract_tb(exc.__traceback__)
+            stored = next(t.state for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+            if not (isinstance(self._sampler, optuna.samplers.GridSampler) and frames
+                    and frames[-1].name == "stop" and stored == state):
+                raise
+
+    def _grid_exhausted(self) -> bool:
+        """Whether every point of a grid sampler's grid has a trial, running or finished. GridSampler
+        would give another trial a point it already assigned (a repeat, with a warning). Read from
+        what GridSampler stores on each trial (`grid_id`, `search_space`), so it holds after a restore."""
+        if not isinstance(self._sampler, optuna.samplers.GridSampler):
+            return False
+        assigned = [t.system_attrs for t in self.study.get_trials(deepcopy=False)
+                    if t.state != TrialState.WAITING and "grid_id" in t.system_attrs]
+        if not assigned:
+            return False
+        points = math.prod(len(values) for values in assigned[0]["search_space"].values())
+        return len({attrs["grid_id"] for attrs in assigned}) >= points
 
     # -- what a trial did --------------------------------------------------------------------------
     def _budget(self, config: dict[str, Any]) -> int:
