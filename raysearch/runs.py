@@ -149,7 +149,7 @@ def kind_of(filesystem: pyarrow.fs.FileSystem, path: str) -> str | None:
 class SearchRecord:
     """`search_space.json`: what `report` and `export` need to know about a search."""
 
-    name: str
+    name: str                               # the run's name (its directory), not the space's
     objectives: tuple[Objective, ...]       # the first is the primary
     max_epochs: int                         # pre-train + fine-tune epochs of a trial that runs to the end
     parameters: tuple[str, ...]             # the searched parameters, in YAML order

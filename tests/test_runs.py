@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pyarrow.fs
 import pytest
@@ -82,6 +83,24 @@ def test_search_record_round_trips_and_names_what_is_wrong(tmp_path):
         read_search(str(run))
     with pytest.raises(UserInputError, match="no search_space.json"):
         read_search(str(tmp_path))
+
+
+def test_a_bucket_runs_report_goes_to_a_local_directory_named_after_the_run(tmp_path, monkeypatch):
+    """Two runs of one space (each with its own --name) keep their own local report and summary."""
+    from raysearch.tune.report import build_report
+
+    for name in ("first", "second"):
+        run = tmp_path / "bucket" / name
+        write_search(run)
+        record = json.loads((run / "search_space.json").read_text())
+        (run / "search_space.json").write_text(json.dumps({**record, "name": name, "source": "space.yaml"}))
+        write_trial(run, "a", [{**finetune(0.5, 0.5), "global_epoch": 3}])
+    monkeypatch.chdir(tmp_path)
+    for name in ("first", "second"):
+        report = build_report((tmp_path / "bucket" / name).as_uri(), test_trials=0)   # a URI, like s3://
+        assert Path(report["summary"]) == Path("report-" + name) / "summary.md"
+    for name in ("first", "second"):
+        assert (tmp_path / f"report-{name}" / "summary.md").read_text().startswith(f"# Search `{name}`")
 
 
 def test_train_summary_reads_the_old_status_key():

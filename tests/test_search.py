@@ -45,9 +45,13 @@ def run_cli(*args):
 def test_smoke_search_stops_weak_trials_reports_and_exports(tmp_path, ray_two_cpus, capsys):
     space = space_file(tmp_path, budget={"num_samples": 5, "pretrain_epochs": 1, "finetune_epochs": 3},
                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
-    run_cli("search", space, "--storage", tmp_path / "runs", "--name", "smoke", "--json")
+    run_cli("search", space, "--storage", tmp_path / "runs", "--name", "smoke-run", "--json")
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run_dir = Path(summary["run_dir"])
+    # The run is recorded under the name it was given, not the space's (smoke).
+    assert run_dir.name == "smoke-run"
+    assert json.loads((run_dir / "search_space.json").read_text())["name"] == "smoke-run"
+    assert (run_dir / "summary.md").read_text().startswith("# Search `smoke-run`")
 
     results = pd.read_parquet(run_dir / "results.parquet")
     assert len(results) == 5

@@ -218,7 +218,7 @@ def build_report(run_dir: str, out_dir: str | Path | None = None, test_trials: i
                *[Column.param(p) for p in search.parameters]]
     columns = list(dict.fromkeys(c for c in columns if c in frame))
     counts = frame[Column.OUTCOME].value_counts().to_dict()
-    summary = [f"# Search `{search.name}`", "",
+    summary = [f"# Search `{search.name}`", "", *([f"Space: `{search.source}`.", ""] if search.source else []),
                f"{len(frame)} trials: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".",
                "Objectives: " + ", ".join(f"{o.metric} ({o.mode})" for o in objectives) + ".", "",
                f"## Best {min(len(frame), 10)} trials", "", markdown_table(frame.head(10), columns), ""]

@@ -177,7 +177,7 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     resources = Resources(**dataclasses.asdict(space.resources)).validate()
     connect()
     slots = check_cluster_fits(resources, allow_pending_resources)
-    write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources).to_json())
+    write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources, name).to_json())
     # Pre-training done once per pre-training configuration: trials share encoders through the
     # cache, and agree who pre-trains a key through its claims actor, which lives as long as this process.
     cache = EncoderCacheSpec(join_uri(run_dir, ENCODER_CACHE_DIR))
@@ -195,10 +195,11 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     return run_dir
 
 
-def search_record(space: SearchSpace, data_dir: str, resources: Resources) -> SearchRecord:
-    """What `report` and `export` read back about this search (search_space.json)."""
+def search_record(space: SearchSpace, data_dir: str, resources: Resources, name: str) -> SearchRecord:
+    """What `report` and `export` read back about this search (search_space.json). `name` is the
+    run's name (`--name`, else the space's): several runs of one space each keep their own."""
     return SearchRecord(
-        name=space.name, objectives=tuple(Objective(o.metric, o.mode) for o in space.objectives),
+        name=name, objectives=tuple(Objective(o.metric, o.mode) for o in space.objectives),
         max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs,
         parameters=tuple(p.name for p in space.parameters), resources=resources,
         data_dir=str(data_dir), source=str(space.source))
