@@ -53,7 +53,8 @@ from ..data.preprocessing import artifact_preprocessing, read_preprocessing
 from .. import runs
 from ..contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, META_FILE, OUTCOME_COLUMN, RESULTS_FILE,
                         SPACE_FILE, TRAIN_RESULT_FILE, USABLE_OUTCOMES, Column, Metric, TrialMeta)
-from ..errors import UserInputError
+from ..data.jsonfile import read_json_file
+from ..errors import UserInputError, show
 
 ARTIFACT_FORMAT = "raysearch-artifact"
 ARTIFACT_VERSION = 1
@@ -222,10 +223,7 @@ def _model_config(fields: Any, where: str) -> ModelConfig:
     """The STTFormer classifier's ModelConfig from a JSON dict (lists become tuples)."""
     if not isinstance(fields, dict):
         raise UserInputError(f"{where}: model_config must be a JSON object")
-    fields = dict(fields)
-    if isinstance(fields.get("encoder_blocks"), list):
-        fields["encoder_blocks"] = tuple(tuple(block) for block in fields["encoder_blocks"])
-    try:
+    try:  # ModelConfig makes JSON lists tuples and checks every type, range and cap before any tensor
         return ModelConfig(**fields).replace(variant="sttformer")
     except TypeError as exc:  # an unknown field: written by a different version of models/
         raise UserInputError(f"{where}: model_config does not fit this version of models/ ({exc})") from None
@@ -438,8 +436,9 @@ def export_artifact(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLik
         raise UserInputError(f"{exc}; {fix}") from None
     config = _model_config(meta.model_config, meta_where)
     class_names = meta.class_names
-    if len(class_names) != config.num_classes:
-        raise UserInputError(f"{meta_where}: class_names must list {config.num_classes} names (num_classes); {fix}")
+    if len(class_names) != config.num_classes or not all(isinstance(n, str) for n in class_names):
+        raise UserInputError(f"{meta_where}: class_names must list {config.num_classes} names (num_classes), "
+                             f"each a string; {fix}")
     state = _read_weights(checkpoint / BEST_CLASSIFIER_FILE, fix)
     classifier = _build_classifier(config, state, f"file {checkpoint / BEST_CLASSIFIER_FILE}", fix)
 
@@ -528,13 +527,33 @@ class Artifact:
 
 
 def _load_json(path: Path, expected: type, fix: str) -> Any:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"file {path}: not readable JSON ({str(exc)[:120]}); {fix}") from None
+    value = read_json_file(path, fix)  # size and nesting capped
     if not isinstance(value, expected):
-        raise UserInputError(f"file {path}: expected a JSON {expected.__name__}; {fix}")
+        raise UserInputError(f"file {path}: expected a JSON {'object' if expected is dict else 'list'}; {fix}")
     return value
+
+
+# metrics.json fields and the JSON types export writes them with (None: null allowed).
+METRICS_FIELDS: dict[str, tuple[type, ...]] = {
+    Metric.BEST_VAL_ACC: (numbers.Real, type(None)), "best_epoch": (int, type(None)),
+    "best_pretrain_val_loss": (numbers.Real, type(None)), Metric.GLOBAL_EPOCH: (int,),
+    "last_metrics": (dict,), "trial_config": (dict,), "source": (dict,),
+}
+MAX_CLASS_NAME_CHARS = 200
+
+
+def _check_fields(obj: dict[str, Any], kinds: dict[str, tuple[type, ...]], where: str, fix: str) -> None:
+    """Each present field of `obj` has one of its JSON types (a bool is no number)."""
+    for name, allowed in kinds.items():
+        if name in obj:
+            value = obj[name]
+            if (isinstance(value, bool) or not isinstance(value, allowed)
+                    or (isinstance(value, float) and not math.isfinite(value))):
+                kinds_text = " or ".join("null" if k is type(None) else {dict: "object", numbers.Real: "number",
+                                                                          int: "integer", str: "string"}[k]
+                                         for k in allowed)
+                raise UserInputError(f"{where}: field {name!r} must be {kinds_text}, found "
+                                     f"{type(value).__name__} {show(value)}; {fix}")
 
 
 def _check_program_structure(path: Path, export_format: str, fix: str) -> None:
@@ -573,7 +592,7 @@ def load_artifact(artifact_dir: str | os.PathLike) -> Artifact:
                              f"{info.get('format_version')!r}, this raysearch reads {ARTIFACT_FORMAT} "
                              f"{ARTIFACT_VERSION}; {_REEXPORT}")
     export_format = info.get("export_format")
-    if export_format not in PROGRAM_FILES or info.get("program_file") != PROGRAM_FILES[export_format]:
+    if not isinstance(export_format, str) or export_format not in PROGRAM_FILES or info.get("program_file") != PROGRAM_FILES[export_format]:
         raise UserInputError(f"file {root / CONFIG_FILE}: export_format {export_format!r} / program_file "
                              f"{info.get('program_file')!r} must be one of {PROGRAM_FILES}; {_REEXPORT}")
     program_file = root / PROGRAM_FILES[export_format]
@@ -581,16 +600,22 @@ def load_artifact(artifact_dir: str | os.PathLike) -> Artifact:
         raise UserInputError(f"artifact {root}: missing {program_file.name}; {_REEXPORT}")
     config = _model_config(info.get("model_config"), f"file {root / CONFIG_FILE}")
 
+    checksums = info.get("sha256")
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        raise UserInputError(f"file {root / CONFIG_FILE}: field 'sha256' must be an object of file name -> "
+                             f"sha256 hex string; {_REEXPORT}")
+
     class_names = _load_json(root / LABELS_FILE, list, _REEXPORT)
-    if not class_names or not all(isinstance(n, str) for n in class_names):
-        raise UserInputError(f"file {root / LABELS_FILE}: must be a non-empty list of class names; {_REEXPORT}")
+    if not class_names or not all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME_CHARS for n in class_names):
+        raise UserInputError(f"file {root / LABELS_FILE}: must be a non-empty list of class names (strings of at "
+                             f"most {MAX_CLASS_NAME_CHARS} characters); {_REEXPORT}")
     metrics = _load_json(root / METRICS_FILE, dict, _REEXPORT)
+    _check_fields(metrics, METRICS_FIELDS, f"file {root / METRICS_FILE}", _REEXPORT)
     preprocessing = _load_json(root / PREPROCESSING_FILE, dict, _REEXPORT)
     read_preprocessing(preprocessing, root / PREPROCESSING_FILE, num_channels=config.num_channels,
                        num_frames=config.num_frames, num_joints=config.num_joints, num_persons=config.num_persons)
 
     state = _read_weights(root / WEIGHTS_FILE, _REEXPORT)
-    checksums = info.get("sha256") or {}
     for name in (WEIGHTS_FILE, program_file.name):
         if checksums.get(name) != _sha256(root / name):
             raise UserInputError(f"file {root / name}: changed since export (sha256 differs from {CONFIG_FILE}); "
