@@ -34,10 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from .cluster_shell import Analysis, ShellSyntaxError, analyze, auth_problem, ray_subcommand, short
-from .errors import UserInputError, load_user_yaml
+from .errors import UserInputError, load_user_yaml, parse_user_yaml
 
 PLACEHOLDER = re.compile(r"YOUR_[A-Z0-9_]+")
 SPACE_ANNOTATION = "raysearch/search-space"
@@ -718,10 +717,12 @@ def _check_kuberay(label: str, doc: dict, placeholders: list[str], search_args: 
               "write results to a bucket, e.g. --storage gs://BUCKET/raysearch"
               + (" (the cluster is deleted after the job)" if deleted else ""))
     if "runtimeEnvYAML" in spec:
-        try:
-            runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
-        except yaml.YAMLError as exc:
-            _fail(label, "spec.runtimeEnvYAML", f"not valid YAML ({getattr(exc, 'problem', exc)})", "fix the syntax")
+        text = spec["runtimeEnvYAML"]
+        if not isinstance(text, str):
+            _fail(label, "spec.runtimeEnvYAML", f"is a {type(text).__name__}, not a YAML string",
+                  "write it as a block string: runtimeEnvYAML: |")
+        # The same limits as every user YAML: aliases, depth, duplicate keys.
+        runtime_env = parse_user_yaml(text, f"{label}: spec.runtimeEnvYAML", fix="fix the embedded YAML")
         _check_runtime_env(label, runtime_env, "spec.runtimeEnvYAML")
     if "rayClusterSpec" not in spec:
         notes.append("runs on an existing cluster (clusterSelector): check that cluster's manifest too")

@@ -360,3 +360,142 @@ def test_a_relative_checkpoint_path_is_not_joined_to_itself(capsys, artifact, tm
     main(["export", "work/ckpts/good", "--out", "art", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["checkpoint"] == "work/ckpts/good" and (tmp_path / "art" / "weights.pt").is_file()
+
+
+# -- 5. tampered artifact files ------------------------------------------------------------------------------
+def tamper(artifact_dir, file, change):
+    path = artifact_dir / file
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize("file, change, field", [
+    ("config.json", lambda c: c["model_config"].update(num_classes=1_000_000_000), "num_classes"),
+    ("config.json", lambda c: c["model_config"].update(encoder_blocks=[5]), "encoder_blocks"),
+    ("config.json", lambda c: c["model_config"].update(num_frames="16"), "num_frames"),
+    ("config.json", lambda c: c.update(sha256=["x"]), "sha256"),
+    ("config.json", lambda c: c.update(export_format=["torch.export"]), "export_format"),
+    ("labels.json", lambda c: c.__setitem__(0, 7), "class names"),
+    ("metrics.json", lambda c: c.update(best_val_acc="high"), "best_val_acc"),
+    ("metrics.json", lambda c: c.update(trial_config=5), "trial_config"),
+    ("preprocessing.json", lambda c: c.update(num_joints="25"), "num_joints"),
+    ("preprocessing.json", lambda c: c.update(test_crop_fraction=[1]), "test_crop_fraction"),
+    ("preprocessing.json", lambda c: c.update(layout=7), "layout"),
+])
+def test_tampered_artifact_field_is_refused_in_one_line_naming_file_and_field(capsys, artifact_copy, clip, file,
+                                                                               change, field):
+    tamper(artifact_copy, file, change)
+    tracemalloc.start()
+    try:
+        line = refused(capsys, "predict", artifact_copy, clip, names=file)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert field in line and peak < 64 << 20  # refused before any large allocation
+
+
+def test_export_refuses_a_checkpoint_asking_for_a_billion_classes(capsys, artifact, tmp_path):
+    import shutil
+
+    checkpoint = shutil.copytree(artifact.parent / "trial" / "checkpoint", tmp_path / "checkpoint")
+    tamper(checkpoint, "meta.json", lambda m: m["model_config"].update(num_classes=1_000_000_000))
+    line = refused(capsys, "export", checkpoint, "--out", tmp_path / "out", names="meta.json")
+    assert "num_classes" in line and "100000" in line and not (tmp_path / "out").exists()
+
+
+json_leaves = st.none() | st.booleans() | st.integers(-2, 10**12) | st.floats(allow_nan=False) | st.text(max_size=8)
+json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+ARTIFACT_JSON = ["config.json", "labels.json", "metrics.json", "preprocessing.json"]
+
+
+def paths_of(value, prefix=()):
+    """Every (path, value) inside a JSON value, the value itself first."""
+    yield prefix, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from paths_of(child, prefix + (key,))
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(file=st.sampled_from(ARTIFACT_JSON), pick=st.integers(0, 10**6), new=json_values,
+       how=st.sampled_from(["replace", "delete", "cut"]), cut=st.integers(0, 4000))
+def test_any_mutated_artifact_json_loads_or_is_refused_in_one_line(artifact, tmp_path_factory, file, pick, new, how,
+                                                                   cut):
+    import shutil
+
+    from raysearch.deploy import load_artifact
+
+    copy = shutil.copytree(artifact, tmp_path_factory.mktemp("mutated") / "artifact")
+    path = copy / file
+    if how == "cut":
+        path.write_text(path.read_text()[:cut])
+    else:
+        doc = json.loads(path.read_text())
+        places = list(paths_of(doc))
+        where, _ = places[pick % len(places)]
+        if not where:
+            doc = new if how == "replace" else {}
+        else:
+            parent = doc
+            for key in where[:-1]:
+                parent = parent[key]
+            if how == "replace":
+                parent[where[-1]] = new
+            else:
+                del parent[where[-1]]
+        path.write_text(json.dumps(doc))
+    tracemalloc.start()
+    try:
+        load_artifact(copy)
+    except UserInputError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) <= 1000
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        shutil.rmtree(copy.parent)
+    assert peak < 64 << 20
+
+
+# -- 6. YAML inside cluster files, synthetic data sizes ---------------------------------------------------------
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("embedded, why", [
+    (BOMB, "once aliases are expanded"),
+    ("working_dir: /home/ray/raysearch\nworking_dir: /tmp\n", "duplicate key"),
+    ("x: &a [*a]\n", "alias"),
+    ("working_dir: [unclosed\n", "not valid YAML"),
+])
+def test_runtime_env_yaml_in_a_rayjob_goes_through_the_user_yaml_reader(capsys, tmp_path, monkeypatch, embedded, why):
+    from pathlib import Path
+
+    import yaml
+
+    import raysearch
+
+    repo = Path(raysearch.__file__).parent.parent
+    doc = yaml.safe_load((repo / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    doc["spec"]["runtimeEnvYAML"] = embedded
+    job = tmp_path / "rayjob.yaml"
+    job.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(repo)  # the validator reads the search space named in the file from here
+    line = refused(capsys, "cluster", "validate", job, names="spec.runtimeEnvYAML")
+    assert why in line and "fix the embedded YAML" in line and len(line) < 1100
+
+
+@pytest.mark.parametrize("args", [["--per-class", "1000000000"], ["--classes", "10000", "--per-class", "3"]])
+def test_prepare_synthetic_refuses_more_clips_than_its_cap_before_generating(capsys, tmp_path, args):
+    line = refused(capsys, "prepare", "synthetic", "--out", tmp_path / "d", *args, names="per_class")
+    assert "at most 20000 clips" in line and not (tmp_path / "d").exists()
+
+
+def test_search_space_synthetic_section_is_capped_before_generating(capsys, tmp_path, no_ray):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("{classes: 3, per_class: 10}", "{classes: 10, per_class: 1000000000}"))
+    line = refused(capsys, "search", space, "--storage", tmp_path / "runs", names="space.yaml: synthetic")
+    assert "per_class=1000000000" in line and "at most 20000 clips" in line and not (tmp_path / "runs").exists()
+    refused(capsys, *train("synthetic:classes=10,per_class=1000000000", "--workers", "1"), names="per_class")

@@ -48,6 +48,26 @@ class SyntheticDefaults:
 
 
 SYNTHETIC_DEFAULTS = SyntheticDefaults()
+
+# What the generator makes at most: it holds every clip in memory, about 2 KB per clip-frame while
+# generating (4,000 clips x 64 frames peaked near 0.5 GB), so the frame cap bounds it near 2.5 GB.
+MAX_SYNTHETIC_CLIPS = 20_000
+MAX_SYNTHETIC_CLIP_FRAMES = 20_000 * 64
+MAX_SYNTHETIC_FRAMES = 1_024
+
+
+def check_synthetic_size(num_classes: int, per_class: int, max_frames: int, where: str = "synthetic data") -> None:
+    """Refuse, before anything is allocated, a request beyond the generator's caps (named in the
+    message) in one line naming `where` and the fields."""
+    clips = num_classes * per_class
+    if max_frames > MAX_SYNTHETIC_FRAMES:
+        raise UserInputError(f"{where}: max_frames={max_frames} is more than the generator makes (at most "
+                             f"{MAX_SYNTHETIC_FRAMES}); lower it")
+    if clips > MAX_SYNTHETIC_CLIPS or clips * max_frames > MAX_SYNTHETIC_CLIP_FRAMES:
+        raise UserInputError(f"{where}: classes={num_classes} x per_class={per_class} = {clips} clips of {max_frames} "
+                             f"frames is more than the generator makes (at most {MAX_SYNTHETIC_CLIPS} clips and "
+                             f"{MAX_SYNTHETIC_CLIP_FRAMES} clip-frames); lower classes or per_class, or prepare a "
+                             "real dataset")
 SYNTHETIC_NORMALISATION: Normalisation = layout_normalisation(NTU25_LAYOUT)
 
 # Rest pose (V, 3) in metres for the NTU-25 joint order; the person faces -z (the camera).
@@ -196,6 +216,7 @@ def generate_synthetic(
         raise UserInputError(f"synthetic data: --per-class must be >= 1, got {per_class}")
     if max_frames < 4:
         raise UserInputError(f"synthetic data: max_frames must be >= 4, got {max_frames}")
+    check_synthetic_size(num_classes, per_class, max_frames)
     if num_subjects < 2:
         raise UserInputError(f"synthetic data: num_subjects must be >= 2, got {num_subjects}")
     if noise_std_m < 0:

@@ -39,7 +39,7 @@ import models
 from models import ModelConfig, ModelConfigError
 
 from ..contract import OBJECTIVES, Metric
-from ..data.synthetic import SYNTHETIC_DEFAULTS
+from ..data.synthetic import SYNTHETIC_DEFAULTS, check_synthetic_size
 from ..errors import UserInputError, load_user_yaml, show
 from ..runs import MAX_RUN_NAME_CHARS, is_run_name
 from ..train.config import DATA_FIELDS, MODEL_FIELDS, TUNABLE_FIELDS, TrainConfig, TrialConfig, stage_of
@@ -567,7 +567,9 @@ def _parse_synthetic(out: _Out, value: Any) -> SyntheticData:
     values = {key: out.number(raw[key], f"synthetic.{key}", integer=True, minimum=0 if key == "seed" else 1)
               for key in raw}
     defaults = {key: getattr(SYNTHETIC_DEFAULTS, key) for key in SYNTHETIC_KEYS}
-    return SyntheticData(**{**defaults, **values})
+    synthetic = SyntheticData(**{**defaults, **values})
+    check_synthetic_size(synthetic.classes, synthetic.per_class, synthetic.max_frames, f"{out.label}: synthetic")
+    return synthetic
 
 
 def _parse_objectives(out: _Out, value: Any) -> tuple[Objective, ...]:
