@@ -148,7 +148,22 @@ def test_train_refuses_zero_cpus_and_a_batch_too_small_for_the_workers(capsys, s
     assert "batch norm" in line and "batch_size >= 128" in line
 
 
-def test_train_refuses_more_workers_than_the_cluster_has(capsys, synthetic_data, ray_two_cpus, tmp_path):
+@pytest.fixture
+def local_ray_two_cpus():
+    """Local Ray with 2 CPUs for one test, shut down after it (the session's, when one runs already)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    raysearch.ray_runtime.connect(num_cpus=2)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_train_refuses_more_workers_than_the_cluster_has(capsys, synthetic_data, local_ray_two_cpus, tmp_path):
     out = tmp_path / "run"
     line = refused(capsys, "train", "--preset", "mvae-tiny", "--data", synthetic_data, "--out", out,
                    "--workers", "64", "--set", "batch_size=256", names="--workers")
