@@ -14,7 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from raysearch.contract import FINETUNE, PRETRAIN, Metric
 from raysearch.errors import UserInputError
-from raysearch.tune.search import make_scheduler
+from raysearch.tune.search import make_scheduler, scheduler_metric
 from raysearch.tune.space import load_search_space, scheduler_horizon
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -90,7 +90,6 @@ def test_asha_never_compares_pre_training_reports(tmp_path):
     rung is decided by fine-tuned val_acc at the first fine-tuning epochs."""
     space = _space(tmp_path, {"type": "asha", "grace_period": 1, "reduction_factor": 2})
     scheduler = make_scheduler(space)
-    scheduler.set_search_properties(Metric.VAL_ACC, "max")
     good, bad = _Trial("good"), _Trial("bad")
     for trial in (good, bad):
         scheduler.on_trial_add(None, trial)
@@ -98,8 +97,31 @@ def test_asha_never_compares_pre_training_reports(tmp_path):
         assert scheduler.on_trial_result(None, trial, {Metric.PHASE: PRETRAIN, Metric.GLOBAL_EPOCH: 1,
                                                        Metric.VAL_KNN_ACC: 0.9}) == TrialScheduler.CONTINUE
     first = {Metric.PHASE: FINETUNE, Metric.FINETUNE_EPOCH: 1, Metric.GLOBAL_EPOCH: 3}
-    assert scheduler.on_trial_result(None, good, {**first, Metric.VAL_ACC: 0.6}) == TrialScheduler.CONTINUE
-    assert scheduler.on_trial_result(None, bad, {**first, Metric.VAL_ACC: 0.2}) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, good, {**first, Metric.VAL_ACC: 0.6, Metric.BEST_VAL_ACC: 0.6}) \
+        == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, bad, {**first, Metric.VAL_ACC: 0.2, Metric.BEST_VAL_ACC: 0.2}) \
+        == TrialScheduler.STOP
+
+
+def test_asha_compares_the_best_classifier_so_far(tmp_path):
+    """With val_acc as the objective a rung compares best_val_acc: a trial whose val_acc dips at the
+    rung epoch keeps its place by the classifier it already holds."""
+    space = _space(tmp_path, {"type": "asha", "grace_period": 2, "reduction_factor": 2})
+    assert scheduler_metric(space) == (Metric.BEST_VAL_ACC, "max")
+    scheduler = make_scheduler(space)
+    steady, dipping = _Trial("steady"), _Trial("dipping")
+    for trial in (steady, dipping):
+        scheduler.on_trial_add(None, trial)
+    rung = {Metric.PHASE: FINETUNE, Metric.FINETUNE_EPOCH: 2}
+    assert scheduler.on_trial_result(None, steady, {**rung, Metric.VAL_ACC: 0.5, Metric.BEST_VAL_ACC: 0.5}) \
+        == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, dipping, {**rung, Metric.VAL_ACC: 0.3, Metric.BEST_VAL_ACC: 0.6}) \
+        == TrialScheduler.CONTINUE
+    # Other objectives are compared as they are.
+    doc = yaml.safe_load((SPACES / "smoke.yaml").read_text())
+    doc["objectives"] = [{"metric": Metric.VAL_CE_LOSS}]
+    (tmp_path / "loss.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert scheduler_metric(load_search_space(tmp_path / "loss.yaml")) == (Metric.VAL_CE_LOSS, "min")
 
 
 def test_only_fine_tuning_reports_carry_finetune_epoch(tmp_path):
