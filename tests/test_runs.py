@@ -110,7 +110,8 @@ def test_train_summary_reads_the_old_status_key():
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+                           lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                    st.dictionaries(st.text(max_size=12), inner, max_size=5)),
                            max_leaves=20)
 record_keys = st.sampled_from(["name", "objectives", "max_epochs", "parameters", "resources", "outcome", "status",
                                "best_val_acc", "checkpoint", "model_config", "trial_config", "class_names", "layout",
