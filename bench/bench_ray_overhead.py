@@ -1,7 +1,7 @@
 """What a trial pays for being a Ray Train run, and where that time goes. Prints one JSON object.
 
     python bench/bench_ray_overhead.py [--repeats 2] [--skip-tune] [--skip-real] [--skip-noop]
-                                       [--fixed-cost-trials 4]
+                                       [--fixed-cost-trials 4] [--startup-variants 0]
 
 On one local Ray (started here with 2 CPUs, as `raysearch` starts it):
 - no-op 2-worker runs (each worker reports once and returns), alternated repetition by repetition:
@@ -17,6 +17,9 @@ On one local Ray (started here with 2 CPUs, as `raysearch` starts it):
   reused actor), a plain no-op Tune function trial, and the same tiny trial with two workers
   (TorchTrainer). Each is the marginal wall time of one more trial (a search of N trials against
   a search of one, so start-up paid once per search cancels) minus the trial's compute in-process;
+- with `--startup-variants FITS`, job configurations that might shorten a 2-worker trial's start
+  (a setup hook importing torch, the job env matching what Train adds to its actors' env, Ray's
+  worker prestart), each in a fresh local Ray, FITS no-op fits per session, alternated;
 - a tiny real trial (mvae-tiny, synthetic data, 1 pre-train + 2 fine-tune epochs) through
   `fit_trial`, against the same epochs in this process with `TrialLoop` (torch using every core).
 
@@ -350,6 +353,76 @@ def fixed_cost_per_trial(storage: Path, many: int) -> dict:
     return out
 
 
+def torch_setup_hook() -> None:
+    """Worker setup hook of the `*hook_torch` start-up variants: raysearch's hook, then torch, so a
+    worker process started ahead of time arrives with torch loaded."""
+    from raysearch.ray_runtime import pin_ray_address
+
+    pin_ray_address()
+    import torch  # noqa: F401
+
+
+# name: (setup hook is torch_setup_hook, job env_vars hold what Train adds to its actors' env
+# (ray_runtime.TRAIN_ADDED_ENV, what raysearch does since this comparison), Ray system config)
+STARTUP_VARIANTS = {
+    "baseline": (False, False, {}),
+    "hook_torch": (True, False, {}),
+    "env_aligned": (False, True, {}),
+    "env_aligned_hook_torch": (True, True, {}),
+    "env_aligned_prestart": (False, True, {"enable_worker_prestart": True}),
+}
+
+
+def startup_variants(storage: Path, repeats: int, fits: int, pause_s: float) -> dict:
+    """No-op 2-worker fits (0.2 s poll) under job configurations that might shorten start-up, each in
+    its own fresh local Ray (2 CPUs), variants alternated repetition by repetition: `fits` fits per
+    session with `pause_s` between them (a trial's training time, in which Ray may start workers)."""
+    import ray
+
+    from raysearch.ray_runtime import TRAIN_ADDED_ENV, runtime_env
+
+    walls: dict[str, list[list[float]]] = {v: [] for v in STARTUP_VARIANTS}
+    stages: dict[str, list[dict]] = {v: [] for v in STARTUP_VARIANTS}
+    for rep in range(repeats):
+        order = list(STARTUP_VARIANTS)
+        order = order[rep % len(order):] + order[:rep % len(order)]
+        for variant in order:
+            hook, aligned, system_config = STARTUP_VARIANTS[variant]
+            env = runtime_env()
+            if hook:
+                env["worker_process_setup_hook"] = torch_setup_hook
+            if not aligned:
+                env["env_vars"] = {k: v for k, v in env["env_vars"].items() if k not in TRAIN_ADDED_ENV}
+            ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+                     configure_logging=False, runtime_env=env, _system_config=system_config or None)
+            try:
+                time.sleep(pause_s)  # the first fit finds what Ray prestarts at start-up
+                session = []
+                for fit in range(fits):
+                    run = run_noop("torch", {POLL_ENV: "0.2"}, storage, f"sv-{variant}-{rep}-{fit}")
+                    session.append(run["wall_s"])
+                    stages[variant].append(run["breakdown"])
+                    time.sleep(pause_s)
+            finally:
+                ray.shutdown()
+            walls[variant].append(session)
+            log(f"start-up variant {variant} {rep + 1}/{repeats}: fits {session} s")
+    out: dict = {"fits_per_session": fits, "pause_s": pause_s, "repeats": repeats}
+    for variant in STARTUP_VARIANTS:
+        firsts = [w[0] for w in walls[variant]]
+        later = [x for w in walls[variant] for x in w[1:]]
+        keys = ("controller_actor_start_s", "worker_actors_created_s", "train_context_on_workers_s",
+                "train_fn_return_to_fit_return_s")
+        out[variant] = {
+            "first_fit_median_s": round(median(firsts), 2),
+            "later_fits_median_s": round(median(later), 2) if later else None,
+            "runs_s": walls[variant],
+            "stages_median_s": {k: round(median([b[k] for b in stages[variant] if b[k] is not None] or [float("nan")]), 3)
+                                for k in keys},
+        }
+    return out
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -364,6 +437,8 @@ def main() -> None:
     parser.add_argument("--skip-noop", action="store_true", help="skip the no-op 2-worker breakdown runs")
     parser.add_argument("--fixed-cost-trials", type=int, default=4,
                         help="trials in the long run of the per-trial fixed-cost cases (0: skip them)")
+    parser.add_argument("--startup-variants", type=int, default=0, metavar="FITS",
+                        help="no-op 2-worker fits per Ray session for each start-up variant (0: skip them)")
     args = parser.parse_args()
     import ray
 
@@ -408,6 +483,8 @@ def main() -> None:
         if not args.skip_real:
             result["real_trial"] = run_real(storage, args.repeats)
         ray.shutdown()
+        if args.startup_variants:
+            result["startup_variants"] = startup_variants(storage, args.repeats, args.startup_variants, pause_s=3.0)
     noop = result["noop_2_worker_fit"]
     fixed = result.get("fixed_cost_per_trial", {})
     result["summary"] = {
