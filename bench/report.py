@@ -16,6 +16,8 @@ from pathlib import Path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 NAMES = ("data", "masking", "throughput", "throughput_gpu", "memory", "ray_overhead", "search", "accuracy")
+# `bench_search_msr.py` replay (BENCH_MSR=1 in run_all) and its live comparison (run by hand).
+NAMES += ("search_msr", "search_msr_live")
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -73,6 +75,13 @@ def targets_section(results: dict, wall_s: float | None) -> str:
     for t in results.get("accuracy", {}).get("targets", []):
         rows.append([f"MSR Action3D test accuracy: {t['target']} (mean of seeds)", f">= {t['goal_points']:+g} points",
                      f"{t['difference_points']:+.1f} points", status(t["met"])])
+    msr = results.get("search_msr", {}).get("summary")
+    if msr:
+        r = msr["ratios_random_fifo_to_tpe_asha"]["epochs"]
+        rows.append([f"MSR Action3D search (replayed, {results['search_msr']['seeds']} seeds): compute to random's "
+                     "median best, random+FIFO / TPE+ASHA, final best no worse", f">= {msr['target_ratio']}x",
+                     f"{r['ratio_of_medians']}x epochs (bootstrap 90%: {r['bootstrap_90'][0]}-{r['bootstrap_90'][1]}x)"
+                     + ("" if msr["final_best_no_worse"] else ", final best worse"), status(msr["met"])])
     if wall_s is not None:
         rows.append(["`bench/run_all` wall time", "< 20 min", f"{wall_s / 60:.1f} min", status(wall_s < 1200)])
     return table(["target", "goal", "measured", "status"], rows)
@@ -228,6 +237,59 @@ def accuracy_section(result: dict) -> str:
     return text + result["markdown"]
 
 
+def search_msr_section(result: dict, live: dict | None) -> str:
+    rec = result["recorded"]
+    text = (f"{rec['dataset']}; {result['configurations']} configurations "
+            f"({result['pretrain_keys']} pre-training keys) "
+            f"recorded once with {rec['pretrain_epochs']} pre-training + {rec['finetune_epochs']} fine-tuning epochs "
+            f"({rec.get('record_wall_s', '?')} process-seconds; `{result['curves_file']}`), replayed through "
+            f"`make_tuner`'s searcher and scheduler, {result['seeds']} seeds per method, {result['max_concurrent']} "
+            f"trials at once, pre-training charged once per key per search. Target val_acc "
+            f"{result['target_val_acc']} (median over seeds of random+FIFO's best; validation split only).\n\n")
+
+    def iqr(s: dict) -> str:
+        if s["median"] is None:
+            return "never"
+        return f"{s['median']} [{s['q1']}-{s['q3'] if s['q3'] is not None else 'never'}]"
+
+    rows = []
+    for name, m in result["methods"].items():
+        sched = m["scheduler"]
+        how = f"{m['sampler']['type']} + {sched['type']}" + (
+            f" ({sched.get('time_attr', 'finetune_epoch')}, grace {sched['grace_period']}, "
+            f"rf {sched['reduction_factor']})"
+            if sched["type"] == "asha" else "")
+        fb = m["final_best_val_acc"]
+        rows.append([name, how, f"{m['num_samples']} ({m['stopped_early_median']} stopped)",
+                     f"{m['reached_fraction']:.0%}", iqr(m["epochs_to_target"]),
+                     f"{m['epochs_to_target']['min']}-{m['epochs_to_target']['max'] or 'never'}",
+                     iqr(m["wall_s_to_target"]), f"{fb['median']} ({fb['min']}-{fb['max']})",
+                     m["epochs_total"]["median"]])
+    text += table(["method", "sampler + scheduler", "trials (median stopped early)", "seeds reaching target",
+                   "epochs to target, median [IQR]", "epochs to target, range", "wall s to target, median [IQR]",
+                   "final best val_acc, median (range)", "epochs in all, median"], rows)
+    summary = result["summary"]
+    for unit, label in (("epochs", "trial epochs"), ("wall_s", "recorded wall seconds")):
+        r = summary["ratios_random_fifo_to_tpe_asha"][unit]
+        text += (f"\n\nrandom+FIFO / TPE+ASHA, {label} to the target: {r['ratio_of_medians']}x at the medians "
+                 f"({r['ratio_at_q1']}x at the first quartiles, {r['ratio_at_q3']}x at the third; "
+                 "bootstrap 90% interval "
+                 f"of the ratio of medians {r['bootstrap_90'][0]}-{r['bootstrap_90'][1]}x).")
+    corr = result.get("correlations", {})
+    if corr:
+        rows = [[name, c["spearman"], c["p"], c["n"]] for name, c in corr.items()]
+        text += "\n\nSpearman correlation over the grid with the fine-tuned result (permutation p):\n\n"
+        text += table(["signal", "rho", "p", "n"], rows)
+    if live:
+        rows = [[m, v["trials"], v["pretrain_epochs"], v["finetune_epochs"], v["wall_s"],
+                 None if v["best_val_acc"] is None else round(v["best_val_acc"], 4)]
+                for m, v in live["live"].items()]
+        text += (f"\n\nLive, equal wall-clock budget ({live['time_box_s'] / 2:.0f} s each, `budget.time_limit_s`), "
+                 "real searches on MSR Action3D with `search_spaces/msr.yaml` and its random+FIFO variant:\n\n")
+        text += table(["method", "trials", "pre-training epochs", "fine-tuning epochs", "wall s", "best val_acc"], rows)
+    return text
+
+
 def render(results: dict, wall_s: float | None) -> str:
     parts = [machine_section(results, wall_s), "### Targets\n\n" + targets_section(results, wall_s)]
     if "masking" in results:
@@ -250,6 +312,9 @@ def render(results: dict, wall_s: float | None) -> str:
         parts.append("### Search efficiency (`bench_search.py`)\n\n" + search_section(results["search"]))
     if "accuracy" in results:
         parts.append("### Accuracy on real skeletons (`bench_accuracy.py`)\n\n" + accuracy_section(results["accuracy"]))
+    if "search_msr" in results:
+        parts.append("### Search efficiency on MSR Action3D (`bench_search_msr.py`)\n\n"
+                     + search_msr_section(results["search_msr"], results.get("search_msr_live")))
     return "\n\n".join(parts)
 
 
