@@ -221,4 +221,5 @@ def search_record(space: SearchSpace, data_dir: str, resources: Resources, name:
         data_dir=str(data_dir), source=str(space.source))
 
 
-__all__ = ["run_search", "make_tuner", "make_scheduler", "scheduler_metric", "check_storage_writable", "check_cluster_fits", "storage_root"]
+__all__ = ["run_search", "make_tuner", "make_scheduler", "scheduler_metric", "check_storage_writable",
+           "check_cluster_fits", "storage_root"]
