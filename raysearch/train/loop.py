@@ -491,19 +491,20 @@ class TrialLoop:
 
 
 # -- Ray Train entry point ------------------------------------------------------------------------
-class RayTrainReporter:
-    """Reports through `ray.train.report`; every worker calls it, rank 0 attaches the checkpoint."""
+class RayReporter:
+    """Reports through a Ray API module, `ray.train` in Train workers or `ray.tune` in a Tune
+    function (both offer `report`, `Checkpoint` and `get_checkpoint`). Every worker reports; rank 0
+    attaches the checkpoint, which the API persists before `report` returns."""
+
+    def __init__(self, api):
+        self.api = api
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        import ray.train
-
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        checkpoint = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.api.report(metrics, checkpoint=checkpoint)
 
     def restored_checkpoint(self) -> str | None:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = self.api.get_checkpoint()
         if checkpoint is None:
             return None
         self._restored = checkpoint.to_directory()  # a local copy, also when storage is remote
@@ -526,4 +527,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     trial: TrialConfig = config["trial"]
     spec: EncoderCacheSpec | None = config.get("encoder_cache")
     cache = EncoderCache.open(spec, source=context.get_experiment_name()) if spec is not None else None
-    TrialLoop.build(trial, ctx, RayTrainReporter(), log_dir=config.get("log_dir"), encoder_cache=cache).run()
+    TrialLoop.build(trial, ctx, RayReporter(ray.train), log_dir=config.get("log_dir"), encoder_cache=cache).run()

@@ -27,25 +27,6 @@ from ..train.encoder_cache import EncoderCache, EncoderCacheSpec
 DRIVER_CPUS = 0.05
 
 
-class TuneReporter:
-    """The loop's reporter in a Tune function: `ray.tune.report` with a `ray.tune.Checkpoint`."""
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        import ray.tune
-
-        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=checkpoint)  # persists the checkpoint before it returns
-
-    def restored_checkpoint(self) -> str | None:
-        import ray.tune
-
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        self._restored = checkpoint.to_directory()  # a local copy, also when storage is remote
-        return self._restored
-
-
 def trial_resources(resources: Resources) -> dict[str, float]:
     """What the Tune trainable reserves: the worker itself for a one-worker trial, else a sliver
     for the driver (the TorchTrainer reserves its workers)."""
@@ -57,16 +38,18 @@ def trial_resources(resources: Resources) -> dict[str, float]:
 def run_in_this_actor(trial: TrialConfig, resources: Resources, log_dir: str, cache: EncoderCache | None) -> None:
     """One worker's TrialLoop in the Tune actor, with the threads and the device it was given."""
     import ray
+    import ray.tune
     import torch
 
     from ..train.distributed import WorkerContext
-    from ..train.loop import TrialLoop
+    from ..train.loop import RayReporter, TrialLoop
 
     torch.set_num_threads(resources.threads)
     os.environ["OMP_NUM_THREADS"] = str(resources.threads)
     # Ray narrows CUDA_VISIBLE_DEVICES to this actor's GPUs, so its first is cuda:0.
     device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
-    TrialLoop.build(trial, WorkerContext(device=device), TuneReporter(), log_dir=log_dir, encoder_cache=cache).run()
+    TrialLoop.build(trial, WorkerContext(device=device), RayReporter(ray.tune), log_dir=log_dir,
+                    encoder_cache=cache).run()
 
 
 def run_trial(config: dict[str, Any], resources: Resources, storage: str,
