@@ -14,7 +14,6 @@ below skips them too (Ray's OptunaSearch would raise a KeyError on such a report
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from ray.tune.search.optuna import OptunaSearch
 
-from ..contract import SPACE_FILE, Metric, Objective, Resources
+from ..contract import SPACE_FILE, Metric, Resources
 from ..errors import UserInputError
 from .. import ray_runtime
 from ..ray_runtime import connect
@@ -190,7 +189,7 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     check_storage_writable(root)
     if "://" not in root and not resume and Path(run_dir, "tuner.pkl").exists():
         raise UserInputError(f"run {run_dir} already exists; pass --resume to continue it or --name for a new one")
-    resources = Resources(**dataclasses.asdict(space.resources)).validate()
+    resources = space.resources.validate()
     connect()
     slots = check_cluster_fits(resources, allow_pending_resources)
     write_text(run_dir, SPACE_FILE, search_record(space, data_dir, resources, name).to_json())
@@ -215,7 +214,7 @@ def search_record(space: SearchSpace, data_dir: str, resources: Resources, name:
     """What `report` and `export` read back about this search (search_space.json). `name` is the
     run's name (`--name`, else the space's): several runs of one space each keep their own."""
     return SearchRecord(
-        name=name, objectives=tuple(Objective(o.metric, o.mode) for o in space.objectives),
+        name=name, objectives=space.objectives,
         max_epochs=space.budget.pretrain_epochs + space.budget.finetune_epochs,
         parameters=tuple(p.name for p in space.parameters), resources=resources,
         data_dir=str(data_dir), source=str(space.source))

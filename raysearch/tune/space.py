@@ -38,7 +38,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 import models
 from models import ModelConfig, ModelConfigError
 
-from ..contract import OBJECTIVES, Metric
+from ..contract import OBJECTIVES, Metric, Objective, Resources
 from ..data.synthetic import SYNTHETIC_DEFAULTS, check_synthetic_size
 from ..errors import UserInputError, load_user_yaml, show
 from ..runs import MAX_RUN_NAME_CHARS, is_run_name
@@ -91,12 +91,6 @@ FIELD_TYPES: dict[str, Any] = {name: hint for cls in (ModelConfig, TrainConfig)
 
 # -- the finished space ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Objective:
-    metric: str                             # a key of contract.OBJECTIVES
-    mode: str                               # "max" or "min": the metric's natural direction
-
-
-@dataclass(frozen=True)
 class SyntheticData:
     """Arguments of the built-in generator (`raysearch prepare synthetic`); what the YAML leaves out
     is `raysearch.data.synthetic.SYNTHETIC_DEFAULTS`."""
@@ -115,15 +109,6 @@ class Budget:
     label_fraction: float = 1.0
     time_limit_s: float | None = None       # wall-clock limit of the whole search
     max_concurrent: int | None = None       # None: as many trials as the cluster fits
-
-
-@dataclass(frozen=True)
-class Resources:
-    """One trial = one Ray Train run of `workers` workers, each with these CPUs and GPUs."""
-
-    workers: int = 1
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
 
 
 @dataclass(frozen=True)
