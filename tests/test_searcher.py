@@ -266,17 +266,15 @@ def fake_trial(config):
 
 
 @pytest.fixture
-def local_ray():
+def local_ray(ray_two_cpus):
+    """The session's local Ray (a second `ray.init` in one process fails)."""
     import sys
 
-    import ray
     import ray.cloudpickle
 
     # Workers cannot import this test module: ship its functions (the trainable) by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False)
     yield
-    ray.shutdown()
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
