@@ -171,11 +171,17 @@ def claims_actor_name(location: str) -> str:
 
 def start_claims(location: str):
     """The Claims actor of a cache location, started by the process that runs the search (or
-    `raysearch train`) and living as long as it does. Keep the returned handle."""
-    import ray
+    `raysearch train`) and living as long as it does. Keep the returned handle.
 
+    It is pinned to that process's node: placed anywhere, it could land on a worker node, and
+    losing that node would fail every trial that asks it about a key (the search's own node is
+    the one a search cannot survive losing anyway)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(Claims).options(name=claims_actor_name(location), namespace=NAMESPACE, get_if_exists=True,
-                                       num_cpus=0)
+                                       num_cpus=0, scheduling_strategy=here)
     return actor.remote()
 
 
