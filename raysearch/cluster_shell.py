@@ -403,6 +403,15 @@ def _expand(word: str, shell: _Shell) -> str | None:
     return "".join(out)
 
 
+def _take_assignments(words: list[str], start: int, env: Env, shell: _Shell) -> int:
+    """Read the NAME=value words from `start` into `env` (`env X=1 cmd`, `sudo X=1 cmd`); the index of
+    the first word that is not one."""
+    while start < len(words) and (match := ASSIGNMENT.match(words[start])):
+        env[match.group(1)] = _expand(match.group(2), shell)
+        start += 1
+    return start
+
+
 def _name(word: str | None) -> str:
     return PurePosixPath(word).name if word else ""
 
@@ -556,10 +565,7 @@ class _Walker:
                 start += 2 if option in ENV_VALUE_OPTIONS else 1
             if start < len(rest) and rest[start] == "-":
                 env, start = {}, start + 1
-            while start < len(rest) and ASSIGNMENT.match(rest[start]):
-                match = ASSIGNMENT.match(rest[start])
-                env[match.group(1)] = _expand(match.group(2), shell)
-                start += 1
+            start = _take_assignments(rest, start, env, shell)
             if start < len(rest):
                 self.run(rest[start:], env, shell, text, fetched_code)
             return
@@ -583,10 +589,7 @@ class _Walker:
             keep = any(a in ("-E", "--preserve-env") or a.startswith("--preserve-env=") for a in rest)
             start = _options(rest, SUDO_VALUE_OPTIONS)
             env = dict(env) if keep else {}
-            while start < len(rest) and ASSIGNMENT.match(rest[start]):
-                match = ASSIGNMENT.match(rest[start])
-                env[match.group(1)] = _expand(match.group(2), shell)
-                start += 1
+            start = _take_assignments(rest, start, env, shell)
             if start < len(rest):
                 self.run(rest[start:], env, shell, text, fetched_code)
             return
