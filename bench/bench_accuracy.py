@@ -39,10 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import log, machine_info
+from harness import MSR_NPZ, log, machine_info
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
 METHODS = ("sttformer-small", "sttformer-small-public", "mvae-small", "mvqvae-small")
 PRETRAINED = {"mvae-small", "mvqvae-small"}
 PUBLIC = "sttformer-small-public"
@@ -219,7 +217,7 @@ def prepare_data(npz: Path, out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_NPZ, help="the MSR Action3D .npz (generic layout)")
+    parser.add_argument("--data", type=Path, default=MSR_NPZ, help="the MSR Action3D .npz (generic layout)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.2, 0.1])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import MSR_NPZ
+
 
 def best_of(fn, repeats: int = 3) -> float:
     times = []
@@ -186,9 +188,6 @@ def bench_synthetic() -> dict:
 
     seconds = best_of(lambda: generate_synthetic(num_classes=10, per_class=200, seed=0))
     return {"classes": 10, "per_class": 200, "max_frames": 64, "seconds": round(seconds, 3)}
-
-
-MSR_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
 
 
 def bench_npz_import() -> dict:

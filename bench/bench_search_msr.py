@@ -58,12 +58,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import emit, log, machine_info
+from harness import MSR_NPZ, emit, log, machine_info
 
 from raysearch.contract import FINETUNE, PRETRAIN, Metric
 
 HERE = Path(__file__).resolve().parent
-MSR_NPZ = HERE.parents[1] / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
 CURVES = HERE / "results" / "msr_curves.json"
 SPACE_FILE = HERE.parent / "search_spaces" / "msr.yaml"
 

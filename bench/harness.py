@@ -16,7 +16,12 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
+
+# MSR Action3D, the real dataset the accuracy and search benchmarks use: read from ../shared beside
+# the repository, never copied into it.
+MSR_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "msr_action3d" / "msr_action3d.npz"
 
 
 def log(*parts) -> None:
