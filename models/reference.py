@@ -43,7 +43,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def is_reference_layout(state_dict: dict[str, torch.Tensor]) -> bool:
-    return any(k.endswith(".att0s") or k.startswith("input_map.") for k in state_dict)
+    """Block parameters under the public names (`blocks.0.to_qkvs...`); `input_map.*` alone says
+    nothing, since our bare encoder has it too."""
+    return any((m := _BLOCK_KEY.match(k)) is not None and m.group(2) in _BLOCK_NAMES for k in state_dict)
 
 
 def from_reference_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

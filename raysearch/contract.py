@@ -206,8 +206,8 @@ class Resources:
 class BestSoFar:
     """The best a trial has reached; None until it has reached anything (no sentinels)."""
 
-    pretrain_val_loss: float | None = None   # lowest val_pretrain_loss: selects the encoder
-    pretrain_epoch: int | None = None        # global epoch of that encoder
+    pretrain_val_loss: float | None = None   # lowest val_pretrain_loss
+    pretrain_epoch: int | None = None        # global epoch of the encoder fine-tuning starts from
     val_acc: float | None = None             # highest fine-tuned val_acc: selects the classifier
     epoch: int | None = None                 # global epoch of that classifier
 

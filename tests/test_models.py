@@ -323,6 +323,19 @@ def test_encoder_initialises_from_public_checkpoint_for_pretraining():
     assert torch.equal(mae.encoder.blocks[1].attention_bias, classifier.encoder.blocks[1].attention_bias)
 
 
+@pytest.mark.parametrize("layout", ["bare encoder", "classifier", "pre-training model"])
+def test_encoder_initialises_from_every_layout_of_ours(layout):
+    source = models.build("mvae-tiny")
+    torch.manual_seed(1)
+    for p in source.encoder.parameters():
+        torch.nn.init.normal_(p)
+    state = {"bare encoder": source.encoder.state_dict(), "pre-training model": source.state_dict(),
+             "classifier": source.to_classifier(num_classes=5).state_dict()}[layout]
+    target = models.build("mvae-tiny")
+    models.load_encoder_weights(target.encoder, state, "ckpt.pt")
+    assert all(torch.equal(v, target.encoder.state_dict()[k]) for k, v in source.encoder.state_dict().items())
+
+
 def test_checkpoint_with_wrong_shapes_is_refused_with_key_name():
     small = models.build("sttformer-tiny").state_dict()
     wide = models.build("mae-tiny", encoder_blocks=((8, 8, 2), (8, 32, 4), (32, 32, 4)))

@@ -75,9 +75,27 @@ def test_small_recipe_steps_the_learning_rate_and_the_checkpoint_records_what_ra
     meta = TrialMeta.from_json((tmp_path / "checkpoint" / META_FILE).read_text(), "meta")
     train_clips = len(loop.dataset.split("train"))
     assert meta.recipe == {"recipe": "small", "batch_size": 16, "train_clips": train_clips,
-                           "steps_per_epoch": train_clips // 16, "lr_gamma": 0.1,
-                           "lr_milestones": {"pretrain": [1], "finetune": [3, 4]}}
+                           "steps_per_epoch": train_clips // 16, "finetune_clips_per_epoch": train_clips,
+                           "lr_gamma": 0.1, "lr_milestones": {"pretrain": [1], "finetune": [3, 4]}}
     assert (meta.trial_config["recipe"], meta.trial_config["batch_size"]) == ("small", 16)
+
+
+@pytest.mark.parametrize("recipe", ["small", "paper"])
+def test_few_labels_get_full_epochs_in_the_small_recipe_only(synthetic_data, recipe):
+    loop, history = run_trial(synthetic_data, recipe=recipe, finetune_epochs=1, batch_size=16)
+    subset, train_clips = loop.finetune_indices, len(loop.dataset.split("train"))
+    drawn = loop.loaders.finetune.dataset.indices
+    assert sorted(set(drawn.tolist())) == sorted(subset.tolist())  # only the labelled clips, each of them
+    assert len(drawn) == (train_clips if recipe == "small" else len(subset))
+    assert history[-1]["finetune_samples"] == len(subset)
+
+
+def test_the_small_recipe_fine_tunes_every_variant_at_the_classifier_rate():
+    small, paper = TrainConfig(recipe="small"), TrainConfig(recipe="paper")
+    assert small.lr_for("mvqvae") == 1e-2 and small.finetune_lr_for("mvqvae") == 1e-3
+    assert paper.finetune_lr_for("mvqvae") == 1e-2 and paper.finetune_lr_for("mvae") == 1e-3
+    assert TrainConfig(recipe="small", lr=3e-3).finetune_lr_for("mvqvae") == 3e-3
+    assert TrainConfig(recipe="small", lr=3e-3, finetune_lr=5e-4).finetune_lr_for("mae") == 5e-4
 
 
 # -- evaluation ---------------------------------------------------------------------------------------

@@ -66,6 +66,21 @@ def test_checkpoint_meta_records_the_best_so_far_without_sentinels(synthetic_dat
     assert not (tmp_path / "checkpoint" / BEST_CLASSIFIER_FILE).exists()
 
 
+@pytest.mark.parametrize("select", ["last", "val_pretrain_loss"])
+def test_fine_tuning_starts_from_the_encoder_pretrain_select_names(synthetic_data, select):
+    settings = dict(finetune_epochs=0, lr_milestones=[100])  # one lr schedule whatever the epochs
+    loop, reporter, _ = run_local(trial(synthetic_data, pretrain_epochs=3, pretrain_select=select, **settings))
+    losses = [h["val_pretrain_loss"] for h in reporter.history]
+    assert loop.best.pretrain_val_loss == min(losses)  # recorded whichever encoder is kept
+    kept = loop.best.pretrain_epoch
+    assert kept == (3 if select == "last" else 1 + losses.index(min(losses)))
+    # The same seed stopped after the kept epoch trains the same weights.
+    shorter, _, _ = run_local(trial(synthetic_data, pretrain_epochs=kept, **settings))
+    again = shorter.model.encoder.state_dict()
+    assert all(torch.equal(loop.best_encoder[k], again[k]) for k in again)
+    assert all(torch.equal(loop.model.encoder.state_dict()[k], again[k]) for k in again)
+
+
 def test_mvqvae_reports_codebook_statistics(synthetic_data):
     _, reporter, _ = run_local(trial(synthetic_data, preset="mvqvae-tiny", finetune_epochs=0))
     first = reporter.history[0]

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -160,7 +161,9 @@ def _loaders(data, trial: TrialConfig, num_frames: int, ctx: WorkerContext) -> L
     train_labels = data.split("train").labels
     finetune_indices = label_fraction_subset(train_labels, r.label_fraction, r.seed)
     train_aug = SkeletonDataset(data, "train", T, train=r.augment, seed=r.seed)
-    finetune_set = SkeletonDataset(data, "train", T, train=r.augment, indices=finetune_indices, seed=r.seed)
+    # A small subset repeated to an epoch's clips; every repeat is an augmented view of its own.
+    epoch_indices = np.resize(finetune_indices, r.finetune_epoch_clips(len(train_labels), len(finetune_indices)))
+    finetune_set = SkeletonDataset(data, "train", T, train=r.augment, indices=epoch_indices, seed=r.seed)
     val_len = len(data.split("val"))
     val = Subset(SkeletonDataset(data, "val", T, train=False), ctx.shard(range(val_len)))
     g = torch.Generator().manual_seed(r.seed)
@@ -361,7 +364,7 @@ class TrialLoop:
         self.classifier = classifier = self._make_classifier()
         linear = r.finetune_mode == "linear"
         return Phase(name=FINETUNE, module=classifier, loader=self.loaders.finetune, epochs=r.finetune_epochs,
-                     lr=r.finetune_lr or r.lr_for(self.model_config.variant), step=finetune_step,
+                     lr=r.finetune_lr_for(self.model_config.variant), step=finetune_step,
                      evaluate=lambda: classifier_metrics(classifier, self.loaders.val, self.ctx),
                      select=self._select_classifier,
                      # frozen features: BatchNorm statistics stay put
@@ -380,9 +383,13 @@ class TrialLoop:
         return metrics
 
     def _select_encoder(self, metrics: dict[str, float]) -> None:
-        loss = metrics[Metric.VAL_PRETRAIN_LOSS]
-        if self.best.pretrain_improved(loss):
-            self.best = replace(self.best, pretrain_val_loss=loss, pretrain_epoch=self.global_epoch)
+        """Keeps this epoch's encoder when `pretrain_select` says so: always for "last", else when
+        its val_pretrain_loss is the lowest so far (which is recorded either way)."""
+        lowest = self.best.pretrain_improved(metrics[Metric.VAL_PRETRAIN_LOSS])
+        if lowest:
+            self.best = replace(self.best, pretrain_val_loss=metrics[Metric.VAL_PRETRAIN_LOSS])
+        if lowest or self.recipe.pretrain_select == "last":
+            self.best = replace(self.best, pretrain_epoch=self.global_epoch)
             self.best_encoder = copy.deepcopy(self.model.encoder.state_dict())
             self.best_pretrain_metrics = {k: v for k, v in metrics.items() if k.startswith("val_")}
 
@@ -448,7 +455,7 @@ class TrialLoop:
         }
 
     def _meta(self, last_metrics: dict[str, Any]) -> TrialMeta:
-        return TrialMeta(recipe=self.recipe.recipe_record(self.train_clips),
+        return TrialMeta(recipe=self.recipe.recipe_record(self.train_clips, len(self.finetune_indices)),
                          model_config=asdict(self.model_config), trial_config=self.trial.to_flat(),
                          class_names=list(self.dataset.class_names), layout=asdict(self.dataset.layout),
                          best=self.best, global_epoch=self.global_epoch, last_metrics=last_metrics,
