@@ -275,6 +275,16 @@ def search_msr_section(result: dict, live: dict | None) -> str:
                  f"({r['ratio_at_q1']}x at the first quartiles, {r['ratio_at_q3']}x at the third; "
                  "bootstrap 90% interval "
                  f"of the ratio of medians {r['bootstrap_90'][0]}-{r['bootstrap_90'][1]}x).")
+    bound = result.get("stopping_bound")
+    if bound and bound.get("winners"):
+        rows = [[g, b["epochs_to_target_median"], f"{b['fifo_over_oracle']}x"] for g, b in bound["by_grace"].items()]
+        text += (f"\n\nHeadroom of early stopping with random proposals: {bound['winners']} of "
+                 f"{bound['configurations']} configurations ever reach the target, at fine-tuning epochs "
+                 f"{bound['winner_reach_epochs']}. An oracle scheduler that stops every other trial after "
+                 f"`grace` fine-tuning epochs (pre-training charged once per key; one trial at a time, "
+                 f"{bound['draws']} random orders) against FIFO's median of "
+                 f"{bound['fifo_epochs_to_target_median']} epochs:\n\n")
+        text += table(["grace (fine-tuning epochs)", "oracle epochs to target, median", "FIFO / oracle"], rows)
     corr = result.get("correlations", {})
     if corr:
         rows = [[name, c["spearman"], c["p"], c["n"]] for name, c in corr.items()]
