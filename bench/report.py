@@ -335,8 +335,10 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, required=True)
     parser.add_argument("--wall-s", type=float, default=None)
     args = parser.parse_args()
-    results = {name: json.loads((args.raw / f"{name}.json").read_text())
-               for name in NAMES if (args.raw / f"{name}.json").exists()}
+    # A benchmark not run this time keeps its last result (raw/ is not committed; latest.json is).
+    previous = json.loads(args.out.read_text())["benchmarks"] if args.out.exists() else {}
+    results = {name: json.loads((args.raw / f"{name}.json").read_text()) if (args.raw / f"{name}.json").exists()
+               else previous[name] for name in NAMES if (args.raw / f"{name}.json").exists() or name in previous}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"run_all_wall_s": args.wall_s, "benchmarks": results}, indent=1) + "\n")
     readme = args.readme.read_text() if args.readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
