@@ -4,6 +4,7 @@
         [--pretrain-epochs 100] [--finetune-epochs 100] [--epochs-scale 1.0] [--frames 48]
         [--jobs 2] [--data ../shared/data/msr_action3d/msr_action3d.npz] [--device cpu]
         [--set KEY=VALUE ...]
+    python bench/bench_accuracy.py merge A.json B.json [--drop METHOD ...]   # one table from two runs
 
 The .npz is imported with `raysearch prepare npz` defaults (hip-centred, per-class validation
 carve) into a temporary directory, never into the repository. Methods (`--methods`):
@@ -182,8 +183,8 @@ def pretrain_settings(method: str, args, data_dir: str, seed: int) -> dict:
 
 
 def encoder_owner(method: str) -> str:
-    """The method whose pre-trained encoders `method` fine-tunes."""
-    return METHODS[method].encoder_of or method
+    """The method whose pre-trained encoders `method` fine-tunes (a name from an older run: its own)."""
+    return (METHODS[method].encoder_of if method in METHODS else None) or method
 
 
 def method_fractions(method: str, fractions: list[float]) -> list[float]:
@@ -199,20 +200,25 @@ def spread(values: list[float]) -> dict[str, Any] | None:
             "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
+def mean_or_none(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 1) if present else None
+
+
 def summarize(runs: list[dict], pretrains: list[dict]) -> tuple[dict, list[dict]]:
     table: dict[str, dict[str, Any]] = {}
     pretrain_wall = {(p["method"], p["seed"]): p["pretrain_wall_s"] for p in pretrains}
-    pretrained = {m for m in METHODS if METHODS[m].pretrained}
+    pretrained = {r["method"] for r in runs if r["pretrained"]}
     for method in dict.fromkeys(r["method"] for r in runs):
         for fraction in sorted({r["fraction"] for r in runs if r["method"] == method}, reverse=True):
             rows = [r for r in runs if r["method"] == method and r["fraction"] == fraction]
             accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
             table.setdefault(method, {})[str(fraction)] = {
-                "test_acc": spread(accs) if accs else None,
+                "pretrained": method in pretrained, "test_acc": spread(accs) if accs else None,
                 "best_val_acc": spread([r["best_val_acc"] for r in rows if r["best_val_acc"] is not None]),
                 "wall_s_mean": round(statistics.fmean(r["wall_s"] for r in rows), 1),
-                "pretrain_wall_s_mean": (round(statistics.fmean(pretrain_wall[(encoder_owner(method), r["seed"])]
-                                                                for r in rows), 1) if method in pretrained else None),
+                "pretrain_wall_s_mean": mean_or_none(pretrain_wall.get((encoder_owner(method), r["seed"]))
+                                                     for r in rows),
                 "seeds": [r["seed"] for r in rows]}
 
     def mean(method: str, fraction: float) -> float | None:
@@ -262,7 +268,7 @@ def markdown(result: dict) -> str:
         for fraction, cell in cells.items():
             acc, val = cell["test_acc"] or {}, cell["best_val_acc"] or {}
             pre = f" (+{cell['pretrain_wall_s_mean']})" if cell["pretrain_wall_s_mean"] else ""
-            lines.append(f"| {method} | {float(fraction):.0%} | {'yes' if METHODS[method].pretrained else 'no'} | "
+            lines.append(f"| {method} | {float(fraction):.0%} | {'yes' if cell['pretrained'] else 'no'} | "
                          f"{acc.get('mean', 0):.1%} | {100 * acc.get('std', 0):.1f} | "
                          f"{acc.get('min', 0):.1%}-{acc.get('max', 0):.1%} | {val.get('mean', 0):.1%} | "
                          f"{len(cell['seeds'])} | {cell['wall_s_mean']}{pre} |")
@@ -292,7 +298,50 @@ def prepare_data(npz: Path, out: Path) -> str:
     return str(prepare_npz(str(npz), str(out)))
 
 
+def merge(files: list[Path], drop: list[str]) -> dict:
+    """One result from several runs' JSON: every (method, fraction, seed) from the last file that
+    has it (a rerun of the same method must agree, since training is deterministic on CPU: a
+    difference is reported); methods in `drop` are left out of every file but the last (their
+    settings changed after that run). Targets and ablations are recomputed over the union; each
+    comparison's sides should come from one run (the benchmark README says which did)."""
+    import json
+
+    runs, pretrains, sources = {}, {}, []
+    for i, file in enumerate(files):
+        doc = json.loads(file.read_text())
+        dropped = set(drop) if i < len(files) - 1 else set()
+        sources.append({"file": file.name, "settings": doc["settings"], "wall_s": doc["wall_s"],
+                        "dropped": sorted(dropped)})
+        for r in doc["runs"]:
+            if r["method"] in dropped:
+                continue
+            key = (r["method"], r["fraction"], r["seed"])
+            if key in runs and runs[key]["test_acc"] != r["test_acc"]:
+                log(f"merge: {key} differs between {runs[key]['source']} ({runs[key]['test_acc']:.4f}) and "
+                    f"{file.name} ({r['test_acc']:.4f}); keeping {file.name}")
+            runs[key] = {**r, "source": file.name}
+        for p in doc["pretrain"]:
+            if p["method"] not in dropped:
+                pretrains[(p["method"], p["seed"])] = {**p, "source": file.name}
+    runs_list = sorted(runs.values(), key=lambda r: (r["method"], -r["fraction"], r["seed"]))
+    summary, targets, ablations = summarize(runs_list, list(pretrains.values()))
+    result = {"benchmark": "accuracy", "machine": machine_info(threads=1), "merged_from": sources,
+              "settings": sources[-1]["settings"], "runs": runs_list,
+              "pretrain": sorted(pretrains.values(), key=lambda p: (p["method"], p["seed"])),
+              "summary": summary, "targets": targets, "ablations": ablations,
+              "wall_s": round(sum(s["wall_s"] for s in sources), 1)}
+    result["markdown"] = markdown(result)
+    return result
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["merge"]:
+        merger = argparse.ArgumentParser(prog="bench_accuracy.py merge", description=merge.__doc__.splitlines()[0])
+        merger.add_argument("files", type=Path, nargs="+")
+        merger.add_argument("--drop", action="append", default=[], metavar="METHOD")
+        args = merger.parse_args(sys.argv[2:])
+        print(__import__("json").dumps(merge(args.files, args.drop)))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=MSR_NPZ, help="the MSR Action3D .npz (generic layout)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS),

@@ -68,6 +68,13 @@ def targets_section(results: dict, wall_s: float | None) -> str:
         fixed = ray["summary"]["fixed_cost_per_trial_s"]
         rows.append(["Ray fixed cost per trial (tiny 2-worker trial minus the same in-process)", "<= 10 s",
                      f"{fixed} s", status(fixed <= 10.0)])
+    summary = ray.get("summary", {})
+    for workers, key, goal in ((1, "search_1_worker_fixed_cost_s", "target_1_worker_s"),
+                               (2, "search_2_workers_fixed_cost_s", "target_2_workers_s")):
+        if summary.get(key) is not None:
+            rows.append([f"fixed cost of one more {workers}-worker trial in a search (marginal trial minus its "
+                         "in-process time)", f"<= {summary[goal]:g} s", f"{summary[key]} s",
+                         status(summary[key] <= summary[goal])])
     search = results.get("search", {}).get("summary")
     if search:
         rows.append(["search compute to the same val_acc, random+FIFO / TPE+ASHA (median of seeds)",
@@ -166,6 +173,18 @@ def ray_section(result: dict) -> str:
         text += "\n\nOne trial inside Tune (`Tuner.fit()` wall, 1 sample):\n\n" + table(
             ["plain function trial", "function trial fitting a no-op TorchTrainer, poll 2 s", "the same, poll 0.2 s"],
             [[tune["function_trial_s"], tune["torch_trainer_trial_poll_2s_s"], tune["torch_trainer_trial_poll_0.2s_s"]]])
+    fixed = result.get("fixed_cost_per_trial")
+    if fixed:
+        cases = {"search_1_worker": "one-worker trial (Tune function, reused actor)",
+                 "plain_tune_function": "plain no-op Tune function",
+                 "search_2_workers_torch_trainer": "two-worker trial (TorchTrainer)"}
+        rows = [[label, fixed[k]["one_trial_run_s"], fixed[k]["4_trial_run_s"], fixed[k]["marginal_trial_s"],
+                 fixed[k]["fixed_cost_per_trial_s"]] for k, label in cases.items() if k in fixed]
+        text += (f"\n\nFixed cost per trial of a search, side by side ({fixed['trial']}; a search of "
+                 f"{fixed['trials_in_long_run']} trials against one of 1, so start-up paid once per search cancels; "
+                 f"the trial takes {fixed['in_process_trial_s']} s in-process):\n\n")
+        text += table(["trial", "search of 1 trial, s", f"search of {fixed['trials_in_long_run']} trials, s",
+                       "marginal trial, s", "fixed cost per trial, s"], rows)
     real = result.get("real_trial")
     if real:
         stages = real.get("fit_trial_stages_s") or {}
