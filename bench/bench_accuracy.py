@@ -76,6 +76,9 @@ METHODS = {
     # MVQVAE pre-trained and fine-tuned at 1e-3 (MAE's and MVAE's rate) instead of the paper's 1e-2,
     "mvqvae-small-lr1e-3": Method("mvqvae-small", pretrained=True, fractions=(1.0, 0.1), pretrain={"lr": 1e-3},
                                   finetune={"finetune_lr": 1e-3}, ablates="mvqvae-small"),
+    # MVQVAE with dead codes restarted (a documented option, off by default: not in the paper),
+    "mvqvae-small-restart": Method("mvqvae-small", pretrained=True, fractions=(1.0, 0.1),
+                                   pretrain={"restart_dead_codes": True}, ablates="mvqvae-small"),
     # one pass over the labelled subset per fine-tuning epoch instead of full epochs.
     "mvae-small-onepass": Method("mvae-small", pretrained=True, fractions=(0.1,), finetune=ONE_PASS,
                                  encoder_of="mvae-small", ablates="mvae-small"),

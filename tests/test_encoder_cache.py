@@ -52,7 +52,7 @@ def test_fields_belong_to_the_stage_that_reads_them():
     assert {"variant", "frame_mask_ratio", "joint_mask_ratio", "encoder_blocks", "decoder_depth", "decoder_width",
             "latent_dim", "beta", "codebook_size", "tuple_len"} <= set(model_fields)
     assert {"pretrain_epochs", "lr", "weight_decay", "batch_size", "lr_milestones", "lr_gamma", "seed", "augment",
-            "bf16", "init_from"} <= set(train_fields)
+            "bf16", "init_from", "pretrain_select"} <= set(train_fields)
     for name in ("finetune_epochs", "finetune_lr", "label_fraction", "finetune_mode", "dropout", "num_classes"):
         assert stage_of(name) == FINETUNE and name not in model_fields + train_fields
     assert stage_of("beta") == PRETRAIN
