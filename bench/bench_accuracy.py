@@ -4,7 +4,7 @@
         [--pretrain-epochs 100] [--finetune-epochs 100] [--epochs-scale 1.0] [--frames 48]
         [--jobs 2] [--data ../shared/data/msr_action3d/msr_action3d.npz] [--device cpu]
         [--set KEY=VALUE ...]
-    python bench/bench_accuracy.py merge A.json B.json [--drop METHOD ...]   # one table from two runs
+    python bench/bench_accuracy.py merge A.json B.json [--edit 0:OLD=NEW ...]   # one table from several runs
 
 The .npz is imported with `raysearch prepare npz` defaults (hip-centred, per-class validation
 carve) into a temporary directory, never into the repository. Methods (`--methods`):
@@ -69,16 +69,17 @@ METHODS = {
     # the encoder of the lowest val_pretrain_loss (the old default) instead of the last epoch's,
     "mvae-small-minloss": Method("mvae-small", pretrained=True, fractions=(1.0,),
                                  pretrain={"pretrain_select": "val_pretrain_loss"}, ablates="mvae-small"),
-    # MVQVAE fine-tuned at 1e-3 (the classifier's rate from scratch) instead of its pre-training
-    # rate 1e-2 (the paper's, our default),
-    "mvqvae-small-ftlr1e-3": Method("mvqvae-small", pretrained=True, fractions=(1.0,),
-                                    finetune={"finetune_lr": 1e-3}, encoder_of="mvqvae-small", ablates="mvqvae-small"),
-    # MVQVAE pre-trained and fine-tuned at 1e-3 (MAE's and MVAE's rate) instead of the paper's 1e-2,
-    "mvqvae-small-lr1e-3": Method("mvqvae-small", pretrained=True, fractions=(1.0, 0.1), pretrain={"lr": 1e-3},
-                                  finetune={"finetune_lr": 1e-3}, ablates="mvqvae-small"),
-    # MVQVAE with dead codes restarted (a documented option, off by default: not in the paper),
-    "mvqvae-small-restart": Method("mvqvae-small", pretrained=True, fractions=(1.0, 0.1),
-                                   pretrain={"restart_dead_codes": True}, ablates="mvqvae-small"),
+    # MVQVAE at the paper's 1e-2 in both phases instead of the small recipe's 1e-3,
+    "mvqvae-small-lr1e-2": Method("mvqvae-small", pretrained=True, pretrain={"lr": 1e-2},
+                                  finetune={"finetune_lr": 1e-2}, ablates="mvqvae-small"),
+    # and, at 1e-2, fine-tuned at 1e-3 or pre-trained with dead codes restarted (a documented
+    # option, off by default: not in the paper).
+    "mvqvae-small-lr1e-2-ftlr1e-3": Method("mvqvae-small", pretrained=True, fractions=(1.0,),
+                                           finetune={"finetune_lr": 1e-3}, encoder_of="mvqvae-small-lr1e-2",
+                                           ablates="mvqvae-small-lr1e-2"),
+    "mvqvae-small-lr1e-2-restart": Method("mvqvae-small", pretrained=True, fractions=(1.0, 0.1),
+                                          pretrain={"lr": 1e-2, "restart_dead_codes": True},
+                                          finetune={"finetune_lr": 1e-2}, ablates="mvqvae-small-lr1e-2"),
     # one pass over the labelled subset per fine-tuning epoch instead of full epochs.
     "mvae-small-onepass": Method("mvae-small", pretrained=True, fractions=(0.1,), finetune=ONE_PASS,
                                  encoder_of="mvae-small", ablates="mvae-small"),
@@ -256,7 +257,7 @@ def summarize(runs: list[dict], pretrains: list[dict]) -> tuple[dict, list[dict]
                    method, SCRATCH, fraction, TARGET_FEW_OVER_SCRATCH)
     for ablation, m in METHODS.items():
         default = m.ablates
-        for fraction in m.fractions or ():
+        for fraction in sorted({r["fraction"] for r in runs if r["method"] == ablation}, reverse=True):
             if default and (d := seed_differences(default, ablation, fraction)):
                 ablations.append({"default": default, "ablation": ablation, "fraction": fraction,
                                   "default_minus_ablation_points": d})
@@ -301,31 +302,39 @@ def prepare_data(npz: Path, out: Path) -> str:
     return str(prepare_npz(str(npz), str(out)))
 
 
-def merge(files: list[Path], drop: list[str]) -> dict:
-    """One result from several runs' JSON: every (method, fraction, seed) from the last file that
-    has it (a rerun of the same method must agree, since training is deterministic on CPU: a
-    difference is reported); methods in `drop` are left out of every file but the last (their
-    settings changed after that run). Targets and ablations are recomputed over the union; each
-    comparison's sides should come from one run (the benchmark README says which did)."""
+def merge(files: list[Path], edits: list[str]) -> dict:
+    """One result from several runs' JSON. `edits` (`I:OLD=NEW`) relabel method OLD of the I-th
+    file (0-based) as NEW, or drop it when NEW is empty: for methods whose defaults changed after
+    that run, so every row is named by the settings it ran with. Every (method, fraction, seed)
+    comes from the last file that has it (a rerun must agree, since training is deterministic on
+    CPU: a difference is reported). Targets and ablations are recomputed over the union; which
+    run each comparison's sides come from is in every row's `source`."""
     import json
 
+    renames: dict[int, dict[str, str]] = {}
+    for edit in edits:
+        index, _, pair = edit.partition(":")
+        old, _, new = pair.partition("=")
+        renames.setdefault(int(index), {})[old] = new
     runs, pretrains, sources = {}, {}, []
     for i, file in enumerate(files):
         doc = json.loads(file.read_text())
-        dropped = set(drop) if i < len(files) - 1 else set()
-        sources.append({"file": file.name, "settings": doc["settings"], "wall_s": doc["wall_s"],
-                        "dropped": sorted(dropped)})
-        for r in doc["runs"]:
-            if r["method"] in dropped:
-                continue
-            key = (r["method"], r["fraction"], r["seed"])
-            if key in runs and runs[key]["test_acc"] != r["test_acc"]:
-                log(f"merge: {key} differs between {runs[key]['source']} ({runs[key]['test_acc']:.4f}) and "
-                    f"{file.name} ({r['test_acc']:.4f}); keeping {file.name}")
-            runs[key] = {**r, "source": file.name}
-        for p in doc["pretrain"]:
-            if p["method"] not in dropped:
-                pretrains[(p["method"], p["seed"])] = {**p, "source": file.name}
+        mine = renames.get(i, {})
+        sources.append({"file": file.name, "settings": doc["settings"], "wall_s": doc["wall_s"], "edits": mine})
+        for kind, records in (("run", doc["runs"]), ("pretrain", doc["pretrain"])):
+            for record in records:
+                method = mine.get(record["method"], record["method"])
+                if not method:
+                    continue
+                record = {**record, "method": method, "source": file.name}
+                if kind == "pretrain":
+                    pretrains[(method, record["seed"])] = record
+                    continue
+                key = (method, record["fraction"], record["seed"])
+                if key in runs and runs[key]["test_acc"] != record["test_acc"]:
+                    log(f"merge: {key} differs between {runs[key]['source']} ({runs[key]['test_acc']:.4f}) and "
+                        f"{file.name} ({record['test_acc']:.4f}); keeping {file.name}")
+                runs[key] = record
     runs_list = sorted(runs.values(), key=lambda r: (r["method"], -r["fraction"], r["seed"]))
     summary, targets, ablations = summarize(runs_list, list(pretrains.values()))
     result = {"benchmark": "accuracy", "machine": machine_info(threads=1), "merged_from": sources,
@@ -341,9 +350,10 @@ def main() -> None:
     if sys.argv[1:2] == ["merge"]:
         merger = argparse.ArgumentParser(prog="bench_accuracy.py merge", description=merge.__doc__.splitlines()[0])
         merger.add_argument("files", type=Path, nargs="+")
-        merger.add_argument("--drop", action="append", default=[], metavar="METHOD")
+        merger.add_argument("--edit", action="append", default=[], metavar="I:OLD=NEW",
+                            help="relabel method OLD of the I-th file (0-based) as NEW; drop it if NEW is empty")
         args = merger.parse_args(sys.argv[2:])
-        print(__import__("json").dumps(merge(args.files, args.drop)))
+        print(__import__("json").dumps(merge(args.files, args.edit)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=MSR_NPZ, help="the MSR Action3D .npz (generic layout)")
