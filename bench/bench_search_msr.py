@@ -19,7 +19,8 @@ latent or codebook size, frame mask ratio, decoder depth) with fine-tuning learn
 encoder cache does, each pre-training key (every setting but the fine-tuning ones) is pre-trained once
 (`PRETRAIN_EPOCHS`), reporting per epoch `val_pretrain_loss`, `val_recon_loss`, `val_knn_acc` and
 `val_probe_acc` (both proxies, so their correlation with the fine-tuned result can be measured), and
-its selected encoder (lowest `val_pretrain_loss`) is fine-tuned once per fine-tuning setting
+its selected encoder (`pretrain_select`; the stored curves used the lowest `val_pretrain_loss`, the
+default when they were recorded) is fine-tuned once per fine-tuning setting
 (`FINETUNE_EPOCHS`), reporting `val_acc`, `val_ce_loss`, `best_val_acc`. Every epoch's wall time
 (training plus evaluation) is kept with it. The file is rewritten after every key, and a rerun
 continues where it stopped.
