@@ -252,8 +252,12 @@ def accuracy_section(result: dict) -> str:
             f"{st['finetune_epochs']} fine-tuning epochs, the public recipe {st['public_epochs']} epochs; "
             f"{st['jobs']} processes of one torch thread on {st['device']}, {result['wall_s'] / 3600:.1f} h. Test "
             "accuracy of each run's best-validation classifier; wall seconds per run, with the shared "
-            "pre-training in parentheses.\n\n")
-    return text + result["markdown"]
+            "pre-training in parentheses.")
+    if result.get("merged_from"):
+        text += (f" Merged from {len(result['merged_from'])} runs with the same settings ("
+                 + ", ".join(f"`{m['file']}`" for m in result["merged_from"])
+                 + "; each row's `source` in the JSON): every comparison's two sides come from one run.")
+    return text + "\n\n" + result["markdown"]
 
 
 def search_msr_section(result: dict, live: dict | None) -> str:
