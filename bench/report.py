@@ -256,7 +256,7 @@ def accuracy_section(result: dict) -> str:
     if result.get("merged_from"):
         text += (f" Merged from {len(result['merged_from'])} runs with the same settings ("
                  + ", ".join(f"`{m['file']}`" for m in result["merged_from"])
-                 + "; each row's `source` in the JSON): every comparison's two sides come from one run.")
+                 + "; each row's `source` in the JSON; which comparisons span two runs: Findings below).")
     return text + "\n\n" + result["markdown"]
 
 
