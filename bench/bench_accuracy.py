@@ -44,7 +44,6 @@ from typing import Any
 from harness import MSR_NPZ, log, machine_info
 
 
-
 @dataclass(frozen=True)
 class Method:
     preset: str
@@ -153,7 +152,8 @@ def finetune_job(job: dict[str, Any]) -> dict[str, Any]:
             "pretrained": METHODS[job["method"]].pretrained, "test_acc": test.get(Metric.TEST_ACC),
             "test_top5_acc": test.get(Metric.TEST_TOP5_ACC), "best_val_acc": loop.best.val_acc,
             "best_epoch": loop.best.epoch, "finetune_samples": len(loop.finetune_indices),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "recipe": loop.recipe.recipe_record(loop.train_clips, len(loop.finetune_indices)),
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "recipe": loop.recipe.recipe_record(loop.train_clips, len(loop.finetune_indices)),
             "diverged": bool(last.get(Metric.DIVERGED))}
 
 
@@ -171,7 +171,9 @@ def trial_settings(method: str, args, data_dir: str, seed: int, fraction: float,
         flat.update(args.overrides)
     flat.update(m.finetune)
     if flat.get("lr_milestones") == "small":  # the small recipe's steps, written out
-        flat["lr_milestones"] = sorted({max(1, round(f * flat["finetune_epochs"])) for f in (0.6, 0.9)})
+        from raysearch.train.config import TrainConfig
+
+        flat["lr_milestones"] = list(TrainConfig(recipe="small").milestones_for(flat["finetune_epochs"]))
     if encoder is not None:
         flat["init_from"] = encoder
     return {k: v for k, v in flat.items() if v is not None}
@@ -209,7 +211,8 @@ def mean_or_none(values) -> float | None:
     return round(statistics.fmean(present), 1) if present else None
 
 
-def summarize(runs: list[dict], pretrains: list[dict]) -> tuple[dict, list[dict]]:
+def summarize(runs: list[dict], pretrains: list[dict]) -> tuple[dict, list[dict], list[dict]]:
+    """The table per (method, fraction), issue 14's targets and the ablations' paired differences."""
     table: dict[str, dict[str, Any]] = {}
     pretrain_wall = {(p["method"], p["seed"]): p["pretrain_wall_s"] for p in pretrains}
     pretrained = {r["method"] for r in runs if r["pretrained"]}
@@ -302,6 +305,17 @@ def prepare_data(npz: Path, out: Path) -> str:
     return str(prepare_npz(str(npz), str(out)))
 
 
+def assemble(runs: list[dict], pretrains: list[dict], settings: dict, wall_s: float, **extra) -> dict:
+    """The JSON object a run (or a merge of runs) prints, its markdown table included."""
+    runs = sorted(runs, key=lambda r: (r["method"], -r["fraction"], r["seed"]))
+    summary, targets, ablations = summarize(runs, pretrains)
+    result = {"benchmark": "accuracy", "machine": machine_info(threads=1), **extra, "settings": settings,
+              "runs": runs, "pretrain": sorted(pretrains, key=lambda p: (p["method"], p["seed"])),
+              "summary": summary, "targets": targets, "ablations": ablations, "wall_s": round(wall_s, 1)}
+    result["markdown"] = markdown(result)
+    return result
+
+
 def merge(files: list[Path], edits: list[str]) -> dict:
     """One result from several runs' JSON. `edits` (`I:OLD=NEW`) relabel method OLD of the I-th
     file (0-based) as NEW, or drop it when NEW is empty: for methods whose defaults changed after
@@ -335,15 +349,8 @@ def merge(files: list[Path], edits: list[str]) -> dict:
                     log(f"merge: {key} differs between {runs[key]['source']} ({runs[key]['test_acc']:.4f}) and "
                         f"{file.name} ({record['test_acc']:.4f}); keeping {file.name}")
                 runs[key] = record
-    runs_list = sorted(runs.values(), key=lambda r: (r["method"], -r["fraction"], r["seed"]))
-    summary, targets, ablations = summarize(runs_list, list(pretrains.values()))
-    result = {"benchmark": "accuracy", "machine": machine_info(threads=1), "merged_from": sources,
-              "settings": sources[-1]["settings"], "runs": runs_list,
-              "pretrain": sorted(pretrains.values(), key=lambda p: (p["method"], p["seed"])),
-              "summary": summary, "targets": targets, "ablations": ablations,
-              "wall_s": round(sum(s["wall_s"] for s in sources), 1)}
-    result["markdown"] = markdown(result)
-    return result
+    return assemble(list(runs.values()), list(pretrains.values()), sources[-1]["settings"],
+                    sum(s["wall_s"] for s in sources), merged_from=sources)
 
 
 def main() -> None:
@@ -427,19 +434,12 @@ def main() -> None:
                         log(f"[{len(runs)}/{total}] {result['method']} labels {result['fraction']:.0%} seed "
                             f"{result['seed']}: test {result['test_acc']:.3f}, best val {result['best_val_acc']}, "
                             f"{result['wall_s']} s")
-    summary, targets, ablations = summarize(runs, pretrains)
-    result = {
-        "benchmark": "accuracy", "machine": machine_info(threads=1),
-        "settings": {"data": str(args.data), "methods": args.methods, "fractions": args.fractions,
-                     "seeds": args.seeds, "pretrain_epochs": args.pretrain_epochs,
-                     "finetune_epochs": args.finetune_epochs, "public_epochs": args.public_epochs,
-                     "frames": args.frames or 48, "jobs": args.jobs, "device": args.device,
-                     "overrides": args.overrides, "public_recipe": PUBLIC_RECIPE},
-        "runs": sorted(runs, key=lambda r: (r["method"], -r["fraction"], r["seed"])),
-        "pretrain": sorted(pretrains, key=lambda p: (p["method"], p["seed"])),
-        "summary": summary, "targets": targets, "ablations": ablations, "wall_s": round(time.perf_counter() - start, 1),
-    }
-    result["markdown"] = markdown(result)
+    settings = {"data": str(args.data), "methods": args.methods, "fractions": args.fractions,
+                "seeds": args.seeds, "pretrain_epochs": args.pretrain_epochs,
+                "finetune_epochs": args.finetune_epochs, "public_epochs": args.public_epochs,
+                "frames": args.frames or 48, "jobs": args.jobs, "device": args.device,
+                "overrides": args.overrides, "public_recipe": PUBLIC_RECIPE}
+    result = assemble(runs, pretrains, settings, time.perf_counter() - start)
     if args.markdown:
         args.markdown.write_text(result["markdown"] + "\n")
     log("\n" + result["markdown"])
