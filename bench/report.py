@@ -360,8 +360,13 @@ def main() -> None:
     args = parser.parse_args()
     # A benchmark not run this time keeps its last result (raw/ is not committed; latest.json is).
     previous = json.loads(args.out.read_text())["benchmarks"] if args.out.exists() else {}
-    results = {name: json.loads((args.raw / f"{name}.json").read_text()) if (args.raw / f"{name}.json").exists()
-               else previous[name] for name in NAMES if (args.raw / f"{name}.json").exists() or name in previous}
+    results = {}
+    for name in NAMES:
+        raw = args.raw / f"{name}.json"
+        if raw.exists():
+            results[name] = json.loads(raw.read_text())
+        elif name in previous:
+            results[name] = previous[name]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"run_all_wall_s": args.wall_s, "benchmarks": results}, indent=1) + "\n")
     readme = args.readme.read_text() if args.readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
