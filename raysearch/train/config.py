@@ -98,9 +98,7 @@ class TrainConfig:
         to the size of the training split, so 10% of the labels get the optimizer steps and the
         schedule of 100% (one pass over 20 clips at batch 16 is one step); the paper's recipe
         makes one pass over the subset."""
-        if self.recipe == "small":
-            return max(labelled, train_clips)
-        return labelled
+        return train_clips if self.recipe == "small" else labelled
 
     def validate(self) -> "TrainConfig":
         """Type and range of every field; one UserInputError line naming the first bad one."""
