@@ -31,6 +31,8 @@ TRAIN_RESULT_FILE = "result.json"             # `raysearch train --out DIR`: one
 TUNE_RESULT_FILE = "result.json"              # a Tune trial directory: one JSON object per report
 TUNE_PARAMS_FILE = "params.json"              # a Tune trial directory: the trial's parameters
 TUNE_ERROR_FILE = "error.txt"                 # a Tune trial directory: present when the trial failed
+TRIAL_LOST_FILE = "lost.json"                 # a Tune trial directory: a resumed search lost it (tune/resume.py)
+TRIAL_DIR_PREFIX = "trial_"                   # a Tune trial directory's name: the prefix, then the trial id
 SPACE_FILE = "search_space.json"              # a search run: the validated space (objectives, budget)
 RESULTS_FILE = "results.parquet"              # a search run: one row per trial (`raysearch report`)
 OPTUNA_JOURNAL_FILE = "optuna_journal.log"    # a search run: the Optuna study (JournalStorage; name = search name)
@@ -130,7 +132,8 @@ STOPPED_EARLY = "stopped_early"      # a scheduler stopped it before its last ep
 OUTCOME_DIVERGED = "diverged"        # a loss became NaN/inf; its best weights so far are kept
 ERROR = "error"
 PENDING = "pending"                  # started, nothing reported yet
-OUTCOMES = (COMPLETED, STOPPED_EARLY, OUTCOME_DIVERGED, ERROR, PENDING)
+LOST = "lost"                        # started by a driver that was killed; the resumed search did not continue it
+OUTCOMES = (COMPLETED, STOPPED_EARLY, OUTCOME_DIVERGED, ERROR, PENDING, LOST)
 USABLE_OUTCOMES = frozenset({COMPLETED, STOPPED_EARLY})  # trials whose checkpoint can be exported
 OUTCOME_COLUMN = "outcome"           # the column of results.parquet and the key of result.json
 

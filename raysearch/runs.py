@@ -24,9 +24,9 @@ from typing import Any
 
 import pyarrow.fs
 
-from .contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, ERROR, META_FILE,
+from .contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, ERROR, LOST, META_FILE,
                        OUTCOME_DIVERGED, PENDING, RESULTS_FILE, SPACE_FILE, STOPPED_EARLY, TRAIN_RESULT_FILE,
-                       TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE, Column, Metric, Objective, Resources,
+                       TRIAL_DIR_PREFIX, TRIAL_LOST_FILE, TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE, Column, Metric, Objective, Resources,
                        TrainSummary, TrialMeta)
 from .errors import UserInputError, show
 
@@ -267,9 +267,11 @@ def trial_history(filesystem: pyarrow.fs.FileSystem, trial_path: str) -> list[di
     return history
 
 
-def trial_outcome(history: list[dict[str, Any]], errored: bool, max_epochs: int) -> str:
+def trial_outcome(history: list[dict[str, Any]], errored: bool, lost: bool, max_epochs: int) -> str:
     if errored:
         return ERROR
+    if lost:
+        return LOST
     if not history:
         return PENDING
     last = history[-1]
@@ -284,14 +286,15 @@ def trial_row(filesystem: pyarrow.fs.FileSystem, run_dir: str, trial_path: str,
     params = trial_params(filesystem, trial_path)
     history = trial_history(filesystem, trial_path)
     errored = is_file(filesystem, f"{trial_path}/{TUNE_ERROR_FILE}")
+    lost = is_file(filesystem, f"{trial_path}/{TRIAL_LOST_FILE}")
     latest: dict[str, Any] = {}
     for report in history:
         latest.update(report)
     last = history[-1] if history else {}
     wall = float(last.get(Metric.TIME_TOTAL_S, 0.0))
     return {
-        Column.TRIAL_ID: last.get(Metric.TRIAL_ID) or posixpath.basename(trial_path),
-        Column.OUTCOME: trial_outcome(history, errored, search.max_epochs),
+        Column.TRIAL_ID: last.get(Metric.TRIAL_ID) or posixpath.basename(trial_path).removeprefix(TRIAL_DIR_PREFIX),
+        Column.OUTCOME: trial_outcome(history, errored, lost, search.max_epochs),
         **{Column.param(name): params.get(name) for name in search.parameters},
         Column.VARIANT: params.get(Column.VARIANT),
         Column.EPOCHS_RUN: int(last.get(Metric.GLOBAL_EPOCH, 0)),

@@ -24,7 +24,7 @@ def write_trial(run, name, reports, lr=0.1, error=False, tail=""):
     trial = run / name
     trial.mkdir()
     (trial / "params.json").write_text(json.dumps({"lr": lr, "variant": "mvae", "preset": "mvae-tiny"}))
-    lines = [json.dumps({"trial_id": name, "time_total_s": 10.0 * (i + 1), **r}) for i, r in enumerate(reports)]
+    lines = [json.dumps({"trial_id": name.removeprefix("trial_"), "time_total_s": 10.0 * (i + 1), **r}) for i, r in enumerate(reports)]
     (trial / "result.json").write_text("\n".join(lines) + "\n" + tail)
     if error:
         (trial / "error.txt").write_text("boom")
@@ -145,3 +145,51 @@ def test_trial_history_accepts_or_refuses_in_one_line(tmp_path, lines):
             assert "\n" not in str(exc)
             return
     assert all(isinstance(h, dict) for h in history)
+
+
+# -- what a resumed search continues (raysearch.tune.resume) ------------------------------------------
+def write_experiment_state(run, trials, name="experiment_state-2026-12-01_10-00-00.json"):
+    # Tune's layout (ray 2.60): each trial a JSON string, then its runtime metadata.
+    entries = [[json.dumps({"trial_id": t, "status": "TERMINATED", "config": "pickled, never read"}), "{}"]
+               for t in trials]
+    (run / name).write_text(json.dumps({"trial_data": entries, "runner_data": {}, "stats": {}}))
+
+
+def test_trials_the_newest_record_lacks_are_marked_lost_and_reported_so(tmp_path):
+    from raysearch.tune.resume import mark_lost_trials, recorded_trials
+
+    run = tmp_path / "run"
+    write_search(run)
+    assert mark_lost_trials(str(run)) == []   # nothing recorded yet: nothing to judge
+    write_trial(run, "trial_aaa", [{**finetune(0.5, 0.5), "global_epoch": 3}])
+    write_trial(run, "trial_bbb", [{**PRETRAIN, "global_epoch": 1}])
+    write_trial(run, "trial_ccc", [])
+    write_experiment_state(run, ["aaa"], name="experiment_state-2026-12-01_09-00-00.json")
+    write_experiment_state(run, ["aaa", "ccc"])   # the newest record is the one a restore reads
+    assert recorded_trials(str(run)) == {"aaa": "TERMINATED", "ccc": "TERMINATED"}
+
+    assert mark_lost_trials(run.as_uri()) == ["bbb"]
+    frame = collect_results(str(run)).set_index("trial_id")
+    assert frame["outcome"].to_dict() == {"aaa": "completed", "bbb": "lost", "ccc": "pending"}
+    assert frame.loc["bbb", "val_knn_acc"] == 0.9, "a lost trial's reports stay readable"
+    assert (run / "trial_bbb" / "result.json").exists(), "nothing written is removed"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=json_values | st.fixed_dictionaries({"trial_data": st.lists(st.lists(json_values.map(json.dumps) | json_values,
+                                                                                     max_size=2), max_size=3)}),
+       cut=st.integers(min_value=0, max_value=200))
+def test_experiment_state_reader_accepts_or_refuses_in_one_line(tmp_path, doc, cut):
+    from raysearch.tune.resume import recorded_trials
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    text = json.dumps(doc)
+    for candidate in (text, text[:cut], "[" * 100_000):
+        (run / "experiment_state-x.json").write_text(candidate)
+        try:
+            recorded = recorded_trials(str(run))
+        except UserInputError as exc:
+            assert "\n" not in str(exc) and "experiment_state-x.json" in str(exc)
+            continue
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in recorded.items())

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from ray.tune.search.optuna import OptunaSearch
 
-from ..contract import SPACE_FILE, Metric, Resources
+from ..contract import SPACE_FILE, TRIAL_DIR_PREFIX, Metric, Resources
 from ..errors import UserInputError
 from .. import ray_runtime
 from ..ray_runtime import connect
 from ..runs import SearchRecord, check_run_name, join_uri, write_text
+from .resume import mark_lost_trials
 from .space import SearchSpace, build_sampler, define_by_run, scheduler_horizon
 from ..contract import ENCODER_CACHE_DIR
 from ..train.encoder_cache import EncoderCacheSpec, start_claims
@@ -160,7 +161,7 @@ def make_scheduler(space: SearchSpace):
 
 def trial_name(trial) -> str:
     """`trial_<id>`: Tune's default names repeat every constant (data_dir too) in the directory name."""
-    return f"trial_{trial.trial_id}"
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
 
 
 @contextlib.contextmanager
@@ -201,6 +202,10 @@ def run_search(space: SearchSpace, data_dir: str, storage: str | None, name: str
     if resume:
         if not ray.tune.Tuner.can_restore(run_dir):
             raise UserInputError(f"--resume: no search to resume at {run_dir}; run it without --resume first")
+        lost = mark_lost_trials(run_dir)
+        if lost:
+            print(f"raysearch: search {name}: {len(lost)} trial(s) the stopped driver started after Tune's last "
+                  f"record will not continue; `report` lists them as lost: {', '.join(lost)}", file=sys.stderr)
         tuner = ray.tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = make_tuner(space, data_dir, root, name, trainable, slots)
