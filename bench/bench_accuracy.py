@@ -16,7 +16,7 @@ carve) into a temporary directory, never into the repository. Methods (`--method
   states it: Adam 1e-3, weight decay 1e-4, batch 16, a constant learning rate, 100 epochs, random
   crop of 50-100% of the frames resized to 48, centre crop at test, no rotation;
 - `mvae-small`, `mvqvae-small`: pre-trained with our defaults (masked reconstruction on the whole
-  training split; the encoder of the lowest val_pretrain_loss), then fine-tuned with our defaults.
+  training split; the last epoch's encoder, `pretrain_select: last`), then fine-tuned with our defaults.
   One encoder per (variant, seed) is pre-trained once and fine-tuned at every label fraction.
 
 Every method runs at every label fraction (per class, `label_fraction`) and seed. A trial's test
@@ -54,6 +54,7 @@ class Method:
     encoder_of: str | None = None             # fine-tunes this method's encoders (no pre-training of its own)
     pretrain: dict[str, Any] = field(default_factory=dict)  # settings of its pre-training only
     ablates: str | None = None                # the default method this one changes one thing of
+    val_subjects: int | None = None           # validation = every training clip of this many subjects
 
 
 # The fine-tuning of the small recipe at 10% labels, as before the labelled subset was repeated
@@ -84,6 +85,10 @@ METHODS = {
                                  encoder_of="mvae-small", ablates="mvae-small"),
     "sttformer-small-onepass": Method("sttformer-small", fractions=(0.1,), finetune=ONE_PASS,
                                       ablates="sttformer-small"),
+    # Validation on one held-out training subject instead of 2 clips of every class of all five:
+    # selection on people the model never saw, as test is (subject ids from clips.csv).
+    "sttformer-small-valsubj": Method("sttformer-small", val_subjects=1, ablates="sttformer-small"),
+    "mvae-small-valsubj": Method("mvae-small", pretrained=True, val_subjects=1, ablates="mvae-small"),
 }
 DEFAULT_METHODS = ("sttformer-small", "sttformer-small-public", "mvae-small", "mvqvae-small")
 PUBLIC = "sttformer-small-public"
@@ -297,12 +302,25 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def prepare_data(npz: Path, out: Path) -> str:
+def prepare_data(npz: Path, out: Path, val_subjects: int | None = None) -> str:
+    """`raysearch prepare npz` with defaults; with `val_subjects`, first a copy of the .npz with the
+    subject of every clip from the `clips.csv` beside it (MSR Action3D's README)."""
+    import csv
+
+    import numpy as np
+
     from raysearch.data.npz import prepare_npz
 
     if not npz.is_file():
         sys.exit(f"bench_accuracy: {npz} not found; pass --data with the MSR Action3D .npz")
-    return str(prepare_npz(str(npz), str(out)))
+    if val_subjects is not None:
+        with open(npz.parent / "clips.csv", newline="") as f:
+            subject = np.array([int(row["subject"]) for row in sorted(csv.DictReader(f), key=lambda r: int(r["index"]))])
+        with np.load(npz, allow_pickle=False) as arrays:
+            copy = out.parent / f"{out.name}-with-subjects.npz"
+            np.savez(copy, **{key: arrays[key] for key in arrays.files}, subject=subject)
+        npz = copy
+    return str(prepare_npz(str(npz), str(out), val_subjects=val_subjects))
 
 
 def assemble(runs: list[dict], pretrains: list[dict], settings: dict, wall_s: float, **extra) -> dict:
@@ -392,8 +410,9 @@ def main() -> None:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as work:
-        data_dir = prepare_data(args.data, Path(work) / "msr")
-        log(f"imported {args.data} into {data_dir}")
+        data_dirs = {val: prepare_data(args.data, Path(work) / f"msr-val{val or 'class'}", val)
+                     for val in {METHODS[m].val_subjects for m in args.methods}}
+        log(f"imported {args.data} into {', '.join(data_dirs.values())}")
         context = multiprocessing.get_context("spawn")  # fresh torch in every worker
         runs, pretrains = [], []
         with futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
@@ -402,19 +421,22 @@ def main() -> None:
             def submit(fn, job):
                 pending[pool.submit(fn, {**job, "work": work, "device": args.device})] = job
 
+            def data_dir_of(method: str) -> str:
+                return data_dirs[METHODS[method].val_subjects]
+
             def submit_finetunes(owner: str, seed: int, encoder: str | None) -> None:
                 for method in args.methods:
                     if encoder_owner(method) == owner and (encoder is not None) == METHODS[method].pretrained:
                         for fraction in method_fractions(method, args.fractions):
                             submit(finetune_job, {"method": method, "seed": seed, "fraction": fraction,
-                                                  "flat": trial_settings(method, args, data_dir, seed, fraction,
-                                                                         encoder)})
+                                                  "flat": trial_settings(method, args, data_dir_of(method), seed,
+                                                                         fraction, encoder)})
 
             for seed in args.seeds:
                 for method in args.methods:
                     if METHODS[method].pretrained and METHODS[method].encoder_of is None:
                         submit(pretrain_job, {"method": method, "seed": seed,
-                                              "flat": pretrain_settings(method, args, data_dir, seed)})
+                                              "flat": pretrain_settings(method, args, data_dir_of(method), seed)})
                     elif not METHODS[method].pretrained:
                         submit_finetunes(method, seed, None)
             total = len(args.seeds) * sum(len(method_fractions(m, args.fractions)) for m in args.methods)
@@ -426,7 +448,7 @@ def main() -> None:
                     if result["kind"] == "pretrain":
                         pretrains.append(result)
                         log(f"pre-trained {result['method']} seed {result['seed']} in {result['pretrain_wall_s']} s "
-                            f"(encoder of epoch {result['best_pretrain_epoch']}, lowest val_pretrain_loss "
+                            f"(encoder of epoch {result['best_pretrain_epoch']}, lowest val_pretrain_loss seen "
                             f"{result['best_pretrain_val_loss']})")
                         submit_finetunes(job["method"], job["seed"], result["encoder"])
                     else:

@@ -52,12 +52,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from .data.ntu import prepare_ntu
 
         out = prepare_ntu(args.raw, args.out, args.benchmark, seed=args.seed, skip_bad=args.skip_bad,
-                          overwrite=args.overwrite, val_per_class=args.val_per_class, normalise=normalise)
+                          overwrite=args.overwrite, val_per_class=args.val_per_class, val_subjects=args.val_subjects,
+                          normalise=normalise)
     else:
         from .data.npz import prepare_npz
 
         out = prepare_npz(args.file, args.out, seed=args.seed, overwrite=args.overwrite,
-                          val_per_class=args.val_per_class, drop_nonfinite=args.drop_nonfinite,
+                          val_per_class=args.val_per_class, val_subjects=args.val_subjects,
+                          drop_nonfinite=args.drop_nonfinite,
                           normalise=normalise, layout_file=args.layout)
     print(f"wrote dataset {out}", file=sys.stderr)
 
@@ -209,8 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="divide each clip by a reference bone length (bone) or its mean body size (body); "
                             "default none")
         p.add_argument("--scale-bone", metavar="A-B", help="reference bone of --scale bone (default: the torso)")
-        p.add_argument("--val-per-class", type=int, metavar="K", help="validation clips carved from each class "
-                       "of train (at most half of a class); default max(2, round(0.05 * clips of the class))")
+        carve = p.add_mutually_exclusive_group()
+        carve.add_argument("--val-per-class", type=int, metavar="K", help="validation clips carved from each class "
+                           "of train (at most half of a class); default max(2, round(0.05 * clips of the class))")
+        carve.add_argument("--val-subjects", type=int, metavar="K", help="validation = every training clip of K "
+                           "subjects chosen by --seed (people the model never trains on, as in a cross-subject "
+                           "test); a .npz needs an array 'subject'")
     for p in (synthetic, ntu, npz):
         p.add_argument("--seed", type=int, default=SYN.seed)
         p.add_argument("--overwrite", action="store_true", help="replace an existing raysearch dataset (only a "

@@ -61,7 +61,7 @@ class _Payload:
 
 
 # -- .npz ------------------------------------------------------------------------------------------
-KEYS = ["x", "y", "split", "length", "class_names", "x_train", "y_train", "x_test", "y_test", "other"]
+KEYS = ["x", "y", "split", "length", "class_names", "subject", "x_train", "y_train", "x_test", "y_test", "other"]
 DTYPES = ["float32", "float64", "int64", "uint8", "bool", "<U5", "S3", "complex64", "object", "float16"]
 
 
@@ -115,6 +115,8 @@ def test_npz_reader_and_import(contents, compress, labelled):
                 prepare_npz(file, tmp / "out", normalise=NormalisationRequest(scale="body"))
 
         works_or_one_line(run)
+        if labelled:  # validation by subject reads the optional array 'subject'
+            works_or_one_line(lambda: prepare_npz(file, tmp / "by-subject", val_subjects=1))
     assert not _Payload.marker.exists()
 
 

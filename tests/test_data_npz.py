@@ -1,5 +1,7 @@
 """`.npz` import: both layouts, and a one-line error for every bad input."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,38 @@ def test_error_missing_or_unreadable_file(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"no zip here")
     with pytest.raises(UserInputError, match="junk.npz: not a readable .npz archive"):
         prepare_npz(tmp_path / "junk.npz", tmp_path / "out")
+
+
+def test_validation_by_subject_holds_out_whole_subjects(tmp_path):
+    x, y = generic_arrays(n=60)
+    subject = np.arange(60) // 6          # 10 subjects, one clip of each class (and one more)
+    split = np.where(subject % 2 == 0, "train", "test")
+    np.savez(tmp_path / "g.npz", x=x, y=y, split=split, subject=subject)
+    out = prepare_npz(tmp_path / "g.npz", tmp_path / "out", val_subjects=2, seed=3)
+    ds = open_dataset(out)
+    train, val, test = (set(ds.split(s).subject.tolist()) for s in ("train", "val", "test"))
+    assert len(val) == 2 and len(train) == 3 and not val & train, "validation holds subjects train never sees"
+    assert val | train == {0, 2, 4, 6, 8} and test == {1, 3, 5, 7, 9}
+    assert len(ds.split("val")) == 12
+    source = json.loads((out / "manifest.json").read_text())["source"]
+    assert source["val_subjects"] == 2 and f"subjects {sorted(val)}" in source["splits"]
+    again = open_dataset(prepare_npz(tmp_path / "g.npz", tmp_path / "again", val_subjects=2, seed=3))
+    assert set(again.split("val").subject.tolist()) == val, "the seed decides which subjects"
+
+
+@pytest.mark.parametrize("arrays, options, pattern", [
+    ({}, {"val_subjects": 1}, "needs an array 'subject'"),
+    ({"subject": np.arange(30) % 3}, {"val_subjects": 1, "val_per_class": 2}, "choose one way"),
+    ({"subject": np.arange(30) % 3}, {"val_subjects": 3}, "has 3 subject.*at most 2"),
+    ({"subject": np.where(np.arange(30) == 4, -1, 0)}, {"val_subjects": 1}, "1 training clips have no subject"),
+    ({"subject": np.full(30, 40_000)}, {}, "outside -1..32767"),
+    ({"subject": np.zeros(29, int)}, {}, r"expected \(30,\) integer subject ids"),
+    ({"subject": np.arange(30) % 3, "split": np.array(["train", "val", "test"] * 10)}, {"val_subjects": 1},
+     "already names val clips"),
+])
+def test_validation_by_subject_errors_name_the_fix(tmp_path, arrays, options, pattern):
+    x, y = generic_arrays()
+    np.savez(tmp_path / "g.npz", x=x, y=y, **arrays)
+    with pytest.raises(UserInputError, match=pattern) as info:
+        prepare_npz(tmp_path / "g.npz", tmp_path / "out", **options)
+    assert "\n" not in str(info.value)

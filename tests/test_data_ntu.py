@@ -216,6 +216,17 @@ def test_prepare_ntu60_xsub(tmp_path):
     assert pair.num_persons[pair.sample_ids.index("S002C002P004R001A050")] == 2
 
 
+def test_prepare_ntu_validation_by_performer(tmp_path):
+    make_raw(tmp_path / "raw")
+    ds = open_dataset(prepare_ntu(tmp_path / "raw", tmp_path / "out", "ntu60-xsub", val_subjects=1, workers=1,
+                                  progress=False))
+    val, train = set(ds.split("val").subject.tolist()), set(ds.split("train").subject.tolist())
+    assert len(val) == 1 and val | train == {1, 2, 4} and not val & train
+    assert f"subjects {sorted(val)}" in ds.manifest.source["splits"]
+    with pytest.raises(UserInputError, match="has 3 subject"):
+        prepare_ntu(tmp_path / "raw", tmp_path / "more", "ntu60-xsub", val_subjects=3, workers=1, progress=False)
+
+
 def test_prepare_ntu_is_the_same_with_a_worker_pool(tmp_path):
     make_raw(tmp_path / "raw")
     one = open_dataset(prepare_ntu(tmp_path / "raw", tmp_path / "a", "ntu120-xset", workers=1,

@@ -46,6 +46,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 METADATA_COLUMNS: tuple[str, ...] = ("subject", "camera", "setup", "replication")
+SUBJECT_MAX = int(np.iinfo(np.int16).max)   # the largest subject id the int16 column holds
 
 _TMP_PREFIX = ".raysearch-tmp-"
 # The old manifest while a replace is in progress: still marks the directory as ours.

@@ -11,10 +11,11 @@ CTR-GCN / STTFormer (keys x_train, y_train, x_test, y_test):
 Generic (key x):
     x     (N, C, T, V, M) numeric, any V and M;   y (N,) integer class indices
     split (N,) strings train/val/test, optional   length (N,) valid frames, optional
-    class_names (K,) strings, optional
+    class_names (K,) strings, optional            subject (N,) integer ids, -1 unknown, optional
     Without `split`, a seeded `test_fraction` of every class becomes test; without any val
-    entry, val is carved per class from train (`splits.carve_validation`). Without `length`, the
-    valid length is found as in the CTR-GCN layout.
+    entry, val is carved per class from train (`splits.carve_validation`), or with `val_subjects`
+    it holds every training clip of that many subjects (`splits.carve_validation_by_subject`).
+    Without `length`, the valid length is found as in the CTR-GCN layout.
 
 `read_npz(path)` checks everything (keys, shapes, dtypes, caps, labels, lengths, non-finite
 values) and returns `NpzClips`: parts of (N, C, T, V, M) samples read lazily, one clip
@@ -42,11 +43,12 @@ from typing import Iterator
 
 import numpy as np
 
-from raysearch.data.format import LIMITS, DatasetWriter
+from raysearch.data.format import LIMITS, SUBJECT_MAX, DatasetWriter
 from raysearch.data.layouts import KNOWN_LAYOUTS, NTU25_LAYOUT, SkeletonLayout, generic_layout
 from raysearch.data.normalise import Normalisation, NormalisationRequest, read_layout_file
 from raysearch.data.ntu import NTU_ACTION_NAMES
-from raysearch.data.splits import VAL_FRACTION, carve_rule, carve_validation, stratified_split
+from raysearch.data.splits import (VAL_FRACTION, carve_rule, carve_validation, carve_validation_by_subject,
+                                   stratified_split, subject_carve_rule)
 from raysearch.errors import UserInputError
 
 _CHUNK = 256  # samples per vectorised validation step
@@ -168,6 +170,7 @@ class NpzPart:
     keep: np.ndarray                  # (N',) sample indices in use (non-finite ones dropped)
     labels: np.ndarray | None = None  # (N,) class indices; None when read unlabelled
     split: np.ndarray | None = None   # (N,) train/val/test (generic layout with `split`)
+    subjects: np.ndarray | None = None  # (N,) subject ids, -1 unknown (generic layout with `subject`)
 
     def clip(self, i: int) -> np.ndarray:
         """Sample i's valid frames as float32 (C, T_valid, V, M), as every importer stores it."""
@@ -211,6 +214,18 @@ def read_lengths(lengths: np.ndarray, n: int, t: int, where: str) -> np.ndarray:
         raise UserInputError(f"{where}: array 'length' has {bad.size} values outside "
                              f"1..{t} (first: {lengths[bad[0]]} at index {bad[0]})")
     return lengths.astype(np.int64)
+
+
+def read_subjects(subjects: np.ndarray, n: int, where: str) -> np.ndarray:
+    """The generic layout's optional `subject` array: (N,) integers in -1..32767 (-1: unknown)."""
+    if subjects.shape != (n,) or subjects.dtype.kind not in "iu":
+        raise UserInputError(f"{where}: array 'subject' has shape {subjects.shape} dtype {subjects.dtype}, "
+                             f"expected ({n},) integer subject ids")
+    bad = np.flatnonzero((subjects < -1) | (subjects > SUBJECT_MAX))
+    if bad.size:
+        raise UserInputError(f"{where}: array 'subject' has {bad.size} values outside -1..{SUBJECT_MAX} (first: "
+                             f"{subjects[bad[0]]} at index {bad[0]}); -1 marks an unknown subject")
+    return subjects.astype(np.int64)
 
 
 def _valid_lengths(x: np.ndarray, where: str, drop: set[int]) -> np.ndarray:
@@ -480,6 +495,8 @@ def _read_generic(arc: _Archive, where: str, labelled: bool, drop_nonfinite: boo
                 raise UserInputError(f"{where}: array 'split' holds {unknown[:3]}; allowed "
                                      f"values are train, val, test")
             part.split = names
+        if arc.has("subject"):
+            part.subjects = read_subjects(arc.get("subject"), n, where)
     lengths = read_lengths(arc.get("length"), n, t, where) if arc.has("length") else None
     dropped = _finish_part(part, where, drop_nonfinite, lengths, labelled)
     return NpzClips(arc.path, "npz-generic", (c, t, v, m), [part], class_names,
@@ -530,6 +547,7 @@ def prepare_npz(
     seed: int = 0,
     *,
     val_per_class: int | None = None,
+    val_subjects: int | None = None,
     test_fraction: float = 0.2,
     drop_nonfinite: bool = False,
     overwrite: bool = False,
@@ -540,7 +558,8 @@ def prepare_npz(
 
     Every clip is normalised (`normalise`, see `choose_layout` for the defaults) and the
     validation split is carved per class from train (`splits.carve_validation` with
-    `val_per_class` / `val_fraction`) unless the file's split array has val entries.
+    `val_per_class` / `val_fraction`), or by subject with `val_subjects` (the file's `subject`
+    array), unless the file's split array has val entries.
     """
     with read_npz(file, drop_nonfinite=drop_nonfinite) as data:
         where = f"file {data.path}"
@@ -552,10 +571,10 @@ def prepare_npz(
                                required_splits=("train", "val"))
         for note in notes:
             print(f"raysearch: {note}", file=sys.stderr)
-        assignments, how = _assign_splits(data, seed, val_per_class, val_fraction, test_fraction)
+        assignments, how = _assign_splits(data, seed, val_per_class, val_fraction, val_subjects, test_fraction)
         source = {
             "importer": data.kind, "file": str(data.path.resolve()), "seed": seed,
-            "val_per_class": val_per_class, "val_fraction": val_fraction,
+            "val_per_class": val_per_class, "val_fraction": val_fraction, "val_subjects": val_subjects,
             "dropped_nonfinite": data.dropped_nonfinite, "splits": how,
             "preprocessing": {
                 "normalisation": normalisation.describe(layout),
@@ -571,23 +590,36 @@ def prepare_npz(
         with writer:
             for split, part, idx in assignments:
                 for i in idx.tolist():
-                    writer.add(split, normalisation.apply(part.clip(i)), int(part.labels[i]),
-                               part.ids[i])
+                    writer.add(split, normalisation.apply(part.clip(i)), int(part.labels[i]), part.ids[i],
+                               subject=-1 if part.subjects is None else int(part.subjects[i]))
             return writer.finish(source)
 
 
 def _assign_splits(data: NpzClips, seed: int, val_per_class: int | None, val_fraction: float,
+                   val_subjects: int | None,
                    test_fraction: float) -> tuple[list[tuple[str, NpzPart, np.ndarray]], str]:
     """(split, part, sample indices) triples and the rule used, in words."""
-    rule = carve_rule(val_per_class, val_fraction)
+    where = f"file {data.path}"
+    if val_subjects is not None and val_per_class is not None:
+        raise UserInputError("--val-subjects and --val-per-class: choose one way to carve validation")
+    if val_subjects is not None and data.parts[0].subjects is None:
+        raise UserInputError(f"{where}: --val-subjects needs an array 'subject' of (N,) subject ids, and the file "
+                             "has none; add one, or carve per class with --val-per-class")
+    if val_subjects is not None and data.parts[0].split is not None and (data.parts[0].split == "val").any():
+        raise UserInputError(f"{where}: its array 'split' already names val clips; drop them or --val-subjects")
 
-    def carve(part: NpzPart, idx: np.ndarray, carve_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def carve(part: NpzPart, idx: np.ndarray, carve_seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(train, val, the rule in words) of the training clips `idx`."""
+        if val_subjects is not None:
+            keep, held, chosen = carve_validation_by_subject(part.labels[idx], part.subjects[idx], val_subjects,
+                                                             carve_seed)
+            return idx[keep], idx[held], subject_carve_rule(val_subjects, chosen)
         keep, held = carve_validation(part.labels[idx], carve_seed, val_per_class, val_fraction)
-        return idx[keep], idx[held]
+        return idx[keep], idx[held], carve_rule(val_per_class, val_fraction)
 
     if data.kind == "npz-ctrgcn":
         train, test = data.parts
-        train_idx, val_idx = carve(train, train.keep, seed)
+        train_idx, val_idx, rule = carve(train, train.keep, seed)
         return ([("train", train, train_idx), ("val", train, val_idx), ("test", test, test.keep)],
                 f"x_train -> train + val ({rule}); x_test -> test")
     part = data.parts[0]
@@ -598,11 +630,11 @@ def _assign_splits(data: NpzClips, seed: int, val_per_class: int | None, val_fra
         test_idx = keep_all[names == "test"]
         how = "split array"
         if val_idx.size == 0:
-            train_idx, val_idx = carve(part, train_idx, seed)
+            train_idx, val_idx, rule = carve(part, train_idx, seed)
             how += f"; val carved from train ({rule})"
     else:
         rest, held_test = stratified_split(part.labels[keep_all], test_fraction, seed)
         test_idx = keep_all[held_test]
-        train_idx, val_idx = carve(part, keep_all[rest], seed + 1)
+        train_idx, val_idx, rule = carve(part, keep_all[rest], seed + 1)
         how = f"no split array: test = {test_fraction} of every class; val: {rule}"
     return [("train", part, train_idx), ("val", part, val_idx), ("test", part, test_idx)], how

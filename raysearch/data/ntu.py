@@ -51,7 +51,8 @@ import pyarrow.csv as pa_csv
 from raysearch.data.format import LIMITS, DatasetWriter
 from raysearch.data.layouts import NTU25_LAYOUT
 from raysearch.data.normalise import Normalisation, NormalisationRequest, layout_normalisation
-from raysearch.data.splits import VAL_FRACTION, carve_rule, carve_validation
+from raysearch.data.splits import (VAL_FRACTION, carve_rule, carve_validation, carve_validation_by_subject,
+                                   subject_carve_rule)
 from raysearch.errors import UserInputError
 
 MAX_FRAMES = 300
@@ -627,6 +628,7 @@ def prepare_ntu(
     workers: int | None = None,
     *,
     val_per_class: int | None = None,
+    val_subjects: int | None = None,
     skip_bad: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -636,7 +638,8 @@ def prepare_ntu(
     """Import raw NTU .skeleton files (searched recursively under raw_dir) for one benchmark.
 
     Splits: the protocol's training side becomes train + val (`splits.carve_validation` with
-    `val_per_class` / `val_fraction`, chosen from the file names before parsing, so it does not
+    `val_per_class` / `val_fraction`, or every clip of `val_subjects` performers with
+    `splits.carve_validation_by_subject`; chosen from the file names before parsing, so it does not
     depend on worker timing),
     the other side becomes test. Files without any skeleton are dropped and listed in the
     manifest's source. A corrupt file stops the import with its name and line, unless
@@ -659,7 +662,15 @@ def prepare_ntu(
     train = np.array([is_train(n, benchmark) for n in names])
     labels = np.array([n.label for n in names])
     train_idx = np.flatnonzero(train)
-    _, held = carve_validation(labels[train_idx], seed, val_per_class, val_fraction)
+    if val_subjects is not None:
+        if val_per_class is not None:
+            raise UserInputError("--val-subjects and --val-per-class: choose one way to carve validation")
+        performers = np.array([n.subject for n in names])
+        _, held, chosen = carve_validation_by_subject(labels[train_idx], performers[train_idx], val_subjects, seed)
+        rule = subject_carve_rule(val_subjects, chosen)
+    else:
+        _, held = carve_validation(labels[train_idx], seed, val_per_class, val_fraction)
+        rule = carve_rule(val_per_class, val_fraction)
     split_of = np.where(train, "train", "test").astype(object)
     split_of[train_idx[held]] = "val"
     layout, normalisation = normalise.resolve(NTU25_LAYOUT, f"--raw {raw}")
@@ -718,7 +729,8 @@ def prepare_ntu(
             "files_found": len(files),
             "val_fraction": val_fraction,
             "val_per_class": val_per_class,
-            "splits": f"protocol's training side -> train + val ({carve_rule(val_per_class, val_fraction)})",
+            "val_subjects": val_subjects,
+            "splits": f"protocol's training side -> train + val ({rule})",
             "seed": seed,
             "no_skeleton": {"count": len(empty), "files": empty},
             "bad_files": {"count": len(bad), "messages": bad},

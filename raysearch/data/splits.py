@@ -98,6 +98,36 @@ def carve_validation(labels: np.ndarray, seed: int, per_class: int | None = None
             np.sort(np.concatenate(held or [empty])).astype(np.int64))
 
 
+def carve_validation_by_subject(labels: np.ndarray, subjects: np.ndarray, count: int,
+                                seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(train_idx, val_idx, held-out subjects) of a training split: every clip of `count` subjects
+    chosen by `seed` goes to val. In a cross-subject benchmark validation then measures what test
+    does, accuracy on people the model never saw; a per-class carve measures it on the training
+    subjects and ranks models by how well they fit them."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise UserInputError(f"--val-subjects must be an integer >= 1, got {count!r}")
+    subjects = np.asarray(subjects)
+    if subjects.shape != np.shape(labels):
+        raise ValueError(f"subjects {subjects.shape} and labels {np.shape(labels)} differ in shape")
+    unknown = int((subjects < 0).sum())
+    if unknown:
+        raise UserInputError(f"--val-subjects: {unknown} training clips have no subject id (-1); give every "
+                             "clip one, or carve per class with --val-per-class")
+    distinct = np.unique(subjects)
+    if count >= distinct.size:
+        raise UserInputError(f"--val-subjects {count}: the training split has {distinct.size} subject(s); hold "
+                             f"out at most {distinct.size - 1}, or carve per class with --val-per-class")
+    chosen = np.sort(np.random.default_rng(seed).choice(distinct, size=count, replace=False))
+    held = np.isin(subjects, chosen)
+    return (np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64),
+            [int(s) for s in chosen])
+
+
+def subject_carve_rule(count: int, chosen: list[int]) -> str:
+    """The subject carve in words, for the manifest."""
+    return f"every training clip of {count} subject(s) chosen by seed to val: subjects {chosen}"
+
+
 def carve_rule(per_class: int | None, fraction: float = VAL_FRACTION) -> str:
     """The carve rule in words, for the manifest."""
     want = str(per_class) if per_class is not None else \
