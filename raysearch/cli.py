@@ -211,12 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="divide each clip by a reference bone length (bone) or its mean body size (body); "
                             "default none")
         p.add_argument("--scale-bone", metavar="A-B", help="reference bone of --scale bone (default: the torso)")
-        carve = p.add_mutually_exclusive_group()
-        carve.add_argument("--val-per-class", type=int, metavar="K", help="validation clips carved from each class "
-                           "of train (at most half of a class); default max(2, round(0.05 * clips of the class))")
-        carve.add_argument("--val-subjects", type=int, metavar="K", help="validation = every training clip of K "
-                           "subjects chosen by --seed (people the model never trains on, as in a cross-subject "
-                           "test); a .npz needs an array 'subject'")
+        p.add_argument("--val-per-class", type=int, metavar="K", help="validation clips carved from each class "
+                       "of train (at most half of a class); default max(2, round(0.05 * clips of the class))")
+        p.add_argument("--val-subjects", type=int, metavar="K", help="instead, validation = every training clip of "
+                       "K subjects chosen by --seed (people the model never trains on, as in a cross-subject test); "
+                       "a .npz needs an array 'subject'")
     for p in (synthetic, ntu, npz):
         p.add_argument("--seed", type=int, default=SYN.seed)
         p.add_argument("--overwrite", action="store_true", help="replace an existing raysearch dataset (only a "

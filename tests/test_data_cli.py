@@ -171,6 +171,9 @@ def test_flags_name_what_is_wrong(tmp_path, capsys):
           "--center-joint 'nose'", "hip_center")
     fails(["prepare", "npz", g, "--out", tmp_path / "o", "--scale-bone", "3-6"], capsys, "needs --scale bone")
     fails(["prepare", "npz", g, "--out", tmp_path / "o", "--val-per-class", "0"], capsys, "--val-per-class")
+    fails(["prepare", "npz", g, "--out", tmp_path / "o", "--val-subjects", "1"], capsys, "needs an array 'subject'")
+    fails(["prepare", "npz", g, "--out", tmp_path / "o", "--val-subjects", "1", "--val-per-class", "2"], capsys,
+          "choose one way to carve validation")
     (tmp_path / "layout.json").write_text(json.dumps({"joint_names": ["a", "b"]}))
     fails(["prepare", "npz", g, "--out", tmp_path / "o", "--layout", tmp_path / "layout.json"], capsys,
           "2 joint_names but the data has 20 joints")
@@ -217,3 +220,11 @@ def test_msr_action3d_with_defaults_is_hip_centred(tmp_path, capsys):
             clip = view.joints(i)
             first = int(np.argmax(np.any(clip[..., 0] != 0, axis=(0, 2))))
             assert not clip[:, first, 6, 0].any()  # hip centre of the first tracked frame at the origin
+
+
+def test_val_subjects_flag_carves_whole_subjects(tmp_path, capsys):
+    g = generic(tmp_path / "g.npz", subject=np.arange(40) % 5, split=np.array(["train", "test"] * 20))
+    main(["prepare", "npz", str(g), "--out", str(tmp_path / "a"), "--val-subjects", "1", "--seed", "2"])
+    ds = open_dataset(tmp_path / "a")
+    val = set(ds.split("val").subject.tolist())
+    assert len(val) == 1 and not val & set(ds.split("train").subject.tolist())
