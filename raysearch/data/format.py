@@ -529,7 +529,7 @@ class DatasetWriter:
             warnings.append(
                 f"validation split has only {counts['val']} clips: one clip is "
                 f"{100 / counts['val']:.1f} points of accuracy, too coarse to tell trials a few "
-                f"points apart; raise --val-per-class if the training set allows"
+                f"points apart; raise --val-per-class (or --val-subjects) if the training set allows"
             )
         for w in warnings:
             print(f"raysearch: warning: {w}", file=sys.stderr)
