@@ -26,8 +26,8 @@ import pyarrow.fs
 
 from .contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, ERROR, LOST, META_FILE,
                        OUTCOME_DIVERGED, PENDING, RESULTS_FILE, SPACE_FILE, STOPPED_EARLY, TRAIN_RESULT_FILE,
-                       TRIAL_DIR_PREFIX, TRIAL_LOST_FILE, TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE, Column, Metric, Objective, Resources,
-                       TrainSummary, TrialMeta)
+                       TRIAL_DIR_PREFIX, TRIAL_LOST_FILE, TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE,
+                       Column, Metric, Objective, Resources, TrainSummary, TrialMeta)
 from .errors import UserInputError, show
 
 CHECKPOINT, TRAIN, SEARCH = "checkpoint", "train", "search"   # the kinds of run directory
