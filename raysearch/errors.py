@@ -49,6 +49,12 @@ _SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 6, 6, 6
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message for a one-line error: its first non-blank line, cut at `limit`
+    characters, or its type's name when it has no message."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:limit]
+
+
 def show(value: Any) -> str:
     """A short repr of a user's value for an error message: long strings, deep or self-referencing
     structures and big collections are abbreviated with '...'."""

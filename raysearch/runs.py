@@ -28,7 +28,7 @@ from .contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, ERROR
                        OUTCOME_DIVERGED, PENDING, RESULTS_FILE, SPACE_FILE, STOPPED_EARLY, TRAIN_RESULT_FILE,
                        TRIAL_DIR_PREFIX, TRIAL_LOST_FILE, TUNE_ERROR_FILE, TUNE_PARAMS_FILE, TUNE_RESULT_FILE,
                        Column, Metric, Objective, Resources, TrainSummary, TrialMeta)
-from .errors import UserInputError, show
+from .errors import UserInputError, first_line, show
 
 CHECKPOINT, TRAIN, SEARCH = "checkpoint", "train", "search"   # the kinds of run directory
 
@@ -42,10 +42,6 @@ ROW_METRICS = (Metric.VAL_ACC, Metric.BEST_VAL_ACC, Metric.VAL_CE_LOSS, Metric.V
                Metric.VAL_PROBE_ACC, Metric.PARAMS, Metric.PRETRAIN_GFLOPS, Metric.CLASSIFIER_GFLOPS)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-
-
 # -- locations -------------------------------------------------------------------------------------
 def open_location(location: str, what: str = "run") -> tuple[pyarrow.fs.FileSystem, str]:
     """(filesystem, path) of a directory given as a local path or a URI; refuses anything else."""
@@ -53,7 +49,7 @@ def open_location(location: str, what: str = "run") -> tuple[pyarrow.fs.FileSyst
         filesystem, path = pyarrow.fs.FileSystem.from_uri(location if "://" in location
                                                           else os.path.abspath(location))
     except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-        raise UserInputError(f"{what} {location}: cannot open ({_first_line(exc)})") from None
+        raise UserInputError(f"{what} {location}: cannot open ({first_line(exc)})") from None
     if filesystem.get_file_info(path).type != pyarrow.fs.FileType.Directory:
         raise UserInputError(f"{what} {location}: no such directory; pass the directory that "
                              "`raysearch train` or `raysearch search` printed")
@@ -81,7 +77,7 @@ def write_text(location: str, name: str, text: str) -> str:
         with filesystem.open_output_stream(f"{path.rstrip('/')}/{name}") as f:
             f.write(text.encode())
     except OSError as exc:
-        raise UserInputError(f"{location}: cannot write {name} ({_first_line(exc)})") from None
+        raise UserInputError(f"{location}: cannot write {name} ({first_line(exc)})") from None
     return f"{path.rstrip('/')}/{name}"
 
 
@@ -341,7 +337,7 @@ def read_results(run_dir: str) -> list[dict[str, Any]]:
         try:
             return pyarrow.parquet.read_table(results, filesystem=filesystem).to_pylist()
         except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ... for a damaged file
-            raise UserInputError(f"file {run_dir}/{RESULTS_FILE}: cannot be read ({_first_line(exc)}); "
+            raise UserInputError(f"file {run_dir}/{RESULTS_FILE}: cannot be read ({first_line(exc)}); "
                                  f"re-create it with `raysearch report {run_dir}`") from None
     return collect_results(run_dir).to_dict("records")
 

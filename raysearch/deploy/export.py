@@ -54,7 +54,7 @@ from .. import runs
 from ..contract import (BEST_CLASSIFIER_FILE, COMPLETED, DEFAULT_OBJECTIVE, META_FILE, OUTCOME_COLUMN, RESULTS_FILE,
                         SPACE_FILE, TRAIN_RESULT_FILE, USABLE_OUTCOMES, Column, Metric, TrialMeta)
 from ..data.jsonfile import read_json_file
-from ..errors import UserInputError, show
+from ..errors import UserInputError, first_line, show
 
 ARTIFACT_FORMAT = "raysearch-artifact"
 ARTIFACT_VERSION = 1
@@ -181,8 +181,7 @@ def _fetch(location: str) -> tuple[str, bool]:
                                       destination_filesystem=pyarrow.fs.LocalFileSystem())
     except Exception as exc:  # network and permission errors surface as several pyarrow types
         shutil.rmtree(local, ignore_errors=True)
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise UserInputError(f"checkpoint {location}: cannot be copied ({reason})") from None
+        raise UserInputError(f"checkpoint {location}: cannot be copied ({first_line(exc)})") from None
     return local, True
 
 
@@ -234,10 +233,6 @@ def _model_config(fields: Any, where: str) -> ModelConfig:
 WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
 
 
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:120]
-
-
 def _weights_only_reason(message: str) -> str:
     """The line of torch's weights-only refusal that says what it refused, without its advice."""
     for line in message.splitlines():
@@ -264,13 +259,13 @@ def _read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
             raise UserInputError(f"file {path}: holds pickled Python objects (code or classes, not just tensors) "
                                  f"that weights_only loading refuses ({_weights_only_reason(str(exc))}), so it was "
                                  f"not loaded, for safety; {fix}") from None
-        raise UserInputError(f"file {path}: corrupt, not a torch.save file ({_first_line(exc)}); {fix}") from None
+        raise UserInputError(f"file {path}: corrupt, not a torch.save file ({first_line(exc, 120)}); {fix}") from None
     except EOFError:
         raise UserInputError(f"file {path}: corrupt, it ends early (truncated or empty); {fix}") from None
     except KeyError:  # the first byte is no pickle opcode: not a checkpoint at all
         raise UserInputError(f"file {path}: corrupt, neither a zip archive nor a pickle; {fix}") from None
     except (RuntimeError, OSError, ValueError, zipfile.BadZipFile) as exc:  # a damaged zip archive
-        raise UserInputError(f"file {path}: corrupt, not a readable torch.save file ({_first_line(exc)}); "
+        raise UserInputError(f"file {path}: corrupt, not a readable torch.save file ({first_line(exc, 120)}); "
                              f"{fix}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
@@ -457,7 +452,7 @@ def export_artifact(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLik
                 max_abs_diff = _verify(export_format, program_path, classifier, batches)
                 break
             except Exception as exc:  # tracers raise many types; any failure means: try the next format
-                failures.append(f"{export_format}: {(str(exc).splitlines() or [type(exc).__name__])[0][:160]}")
+                failures.append(f"{export_format}: {first_line(exc, 160)}")
                 program_path.unlink(missing_ok=True)
         else:
             raise UserInputError(f"checkpoint {checkpoint}: export refused, no program format reproduces the eager "

@@ -40,7 +40,7 @@ import pyarrow.fs
 import torch
 
 from ..contract import CACHED_ENCODER_FILE, ENCODER_RECORD_FILE
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from .config import TrialConfig, pretrain_key_fields
 from .distributed import WorkerContext
 
@@ -233,7 +233,7 @@ class EncoderCache:
             self._fs, path = pyarrow.fs.FileSystem.from_uri(
                 self.location if "://" in self.location else os.path.abspath(self.location))
         except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-            raise UserInputError(f"encoder cache {location}: cannot open ({str(exc).splitlines()[0][:160]})") from None
+            raise UserInputError(f"encoder cache {location}: cannot open ({first_line(exc, 160)})") from None
         self._root = path.rstrip("/")
 
     @classmethod

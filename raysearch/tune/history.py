@@ -23,6 +23,8 @@ import pyarrow.fs
 import ray.tune
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
+from ..errors import first_line
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,4 +47,4 @@ class RestoreTrialHistory(ray.tune.Callback):
                 pyarrow.fs.copy_files(stored, str(local), source_filesystem=filesystem)
             except Exception as exc:  # pyarrow raises OSError and ArrowInvalid subtypes; the trial runs on
                 logger.warning("trial %s: could not restore %s from %s (%s); its earlier reports may be lost",
-                               trial.trial_id, name, stored, (str(exc).splitlines() or [type(exc).__name__])[0])
+                               trial.trial_id, name, stored, first_line(exc))

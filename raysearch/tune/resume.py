@@ -20,7 +20,7 @@ import posixpath
 import pyarrow.fs
 
 from ..contract import TRIAL_DIR_PREFIX, TRIAL_LOST_FILE
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from ..runs import join_uri, open_location, read_text, trial_dirs, write_text
 
 STATE_PREFIX, STATE_SUFFIX = "experiment_state-", ".json"   # ray 2.60, tune/execution/experiment_state.py
@@ -34,17 +34,16 @@ def recorded_trials(run_dir: str) -> dict[str, str] | None:
     states = sorted(n for n in names if n.startswith(STATE_PREFIX) and n.endswith(STATE_SUFFIX))
     if not states:
         return None
-    where = join_uri(run_dir, states[-1])
+    refused = (f"file {join_uri(run_dir, states[-1])}: not a Tune experiment state this Ray can restore ({{}}); "
+               "resume with the Ray version that wrote it")
     try:
-        trials = [json.loads(entry[0]) for entry in json.loads(read_text(filesystem, f"{path}/{states[-1]}"))["trial_data"]]
+        state = json.loads(read_text(filesystem, f"{path}/{states[-1]}"))
+        trials = [json.loads(entry[0]) for entry in state["trial_data"]]
         recorded = {trial["trial_id"]: trial["status"] for trial in trials}
     except (ValueError, LookupError, TypeError, RecursionError) as exc:  # JSON errors are ValueErrors
-        raise UserInputError(f"file {where}: not a Tune experiment state this Ray can restore ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); resume with the Ray "
-                             "version that wrote it") from None
+        raise UserInputError(refused.format(f"{type(exc).__name__}: {first_line(exc, 120)}")) from None
     if not all(isinstance(value, str) for item in recorded.items() for value in item):
-        raise UserInputError(f"file {where}: not a Tune experiment state this Ray can restore (a trial id or status "
-                             "is not a string); resume with the Ray version that wrote it")
+        raise UserInputError(refused.format("a trial id or status is not a string"))
     return recorded
 
 

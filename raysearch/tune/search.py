@@ -22,7 +22,7 @@ from pathlib import Path
 from ray.tune.search.optuna import OptunaSearch
 
 from ..contract import SPACE_FILE, TRIAL_DIR_PREFIX, Metric, Resources
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from .. import ray_runtime
 from ..ray_runtime import connect
 from ..runs import SearchRecord, check_run_name, join_uri, write_text
@@ -53,7 +53,7 @@ def check_storage_writable(root: str) -> None:
             filesystem, path = pyarrow.fs.FileSystem.from_uri(root)
             filesystem.create_dir(path, recursive=True)
         except Exception as exc:  # missing credentials, unknown bucket, no network
-            raise UserInputError(f"--storage {root}: cannot write there ({str(exc).splitlines()[0][:160]})") from None
+            raise UserInputError(f"--storage {root}: cannot write there ({first_line(exc, 160)})") from None
         return
     path = Path(root)
     try:
