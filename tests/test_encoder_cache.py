@@ -288,19 +288,26 @@ def test_one_worker_trial_resumes_from_its_checkpoint_after_a_kill(tmp_path, ray
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "search", str(space), "--storage",
                                str(tmp_path / "runs"), "--name", "kill"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     run_dir = tmp_path / "runs" / "kill"
-    killed = None
-    deadline = time.time() + 120
-    while killed is None and time.time() < deadline and driver.poll() is None:
-        if list(run_dir.glob("trial_*/checkpoint_*")):
-            # The Tune actor that runs the trial, in this test's own cluster.
-            actors = list_actors(address=env["RAY_ADDRESS"],
-                                 filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
-            if actors:
-                killed = actors[0].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    assert killed is not None, (tmp_path / "driver.log").read_text()[-2000:]
-    assert driver.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-2000:]
+    try:
+        # The Tune actor that runs the trial, in this test's own cluster, found before its first
+        # checkpoint, so that the kill follows the checkpoint at once (the state API can take
+        # seconds on a busy machine, and the trial has only two epochs left by then).
+        pid, killed, deadline = None, None, time.time() + 400
+        while killed is None and time.time() < deadline and driver.poll() is None:
+            if pid is None:
+                actors = list_actors(address=env["RAY_ADDRESS"],
+                                     filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
+                pid = actors[0].pid if actors else None
+            elif list(run_dir.glob("trial_*/checkpoint_*")):
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+            time.sleep(0.05)
+        assert killed is not None, (tmp_path / "driver.log").read_text()[-2000:]
+        assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-2000:]
+    finally:
+        if driver.poll() is None:   # a failed test leaves no search holding the cluster's CPUs
+            driver.kill()
+            driver.wait()
     (rows,) = trial_reports(run_dir).values()
     assert rows[-1]["global_epoch"] == 3
     assert rows[-1]["resumed_from_global_epoch"] >= 1, "the restarted trial resumed from its checkpoint"

@@ -107,12 +107,14 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path, ray_
         recorded = recorded_trials(str(run_dir)) if run_dir.exists() else None
         return sorted(t for t, status in (recorded or {}).items() if status == "TERMINATED")
 
-    deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None and len(recorded_done()) < 2:
-        time.sleep(0.5)
-    assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-2000:]
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None and len(recorded_done()) < 2:
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-2000:]
+    finally:
+        driver.kill()   # SIGKILL: the interruption under test, and no search left running by a failure
+        driver.wait()
     # Ray ends a killed driver's job and gives its trials' CPUs back; the resumed search needs them.
     cpus, deadline = ray.cluster_resources()["CPU"], time.time() + 120
     while ray.available_resources().get("CPU", 0) < cpus - 1e-6:
