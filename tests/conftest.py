@@ -17,7 +17,7 @@ def synthetic_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_two_cpus():
+def _local_ray():
     """Local Ray with 2 CPUs, started here and shut down here (never `ray stop`)."""
     import ray
     from raysearch.ray_runtime import connect
@@ -25,6 +25,25 @@ def ray_two_cpus():
     connect(num_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_two_cpus(_local_ray):
+    """The session's local Ray, with every CPU free when the test starts: CPUs that an earlier test
+    left held (a search driver it did not stop, a leaked placement group) fail this test at once,
+    naming what holds them, instead of letting its search wait for them until CI's time runs out."""
+    import time
+
+    import ray
+
+    cpus, deadline = ray.cluster_resources()["CPU"], time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < cpus - 1e-6:
+        if time.monotonic() > deadline:
+            held = [(g["placement_group_id"][:8], g["state"], g["bundles"]) for g in
+                    ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+            pytest.fail(f"an earlier test left CPUs held: {ray.available_resources().get('CPU', 0)} of {cpus} free; "
+                        f"placement groups {held}")
+        time.sleep(0.5)
 
 
 # -- a local S3 endpoint (moto's standalone server) ------------------------------------------------

@@ -7,17 +7,20 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs
 import pytest
 import torch
 import yaml
 
 from raysearch.contract import (CACHED_ENCODER_FILE, ENCODER_RECORD_FILE, FINETUNE, META_FILE, PRETRAIN, STATE_FILE,
-                                TrialMeta)
+                                Metric, TrialMeta)
 from raysearch.data.cache import resolve_data
 from raysearch.data.format import open_dataset
+from raysearch.runs import trial_history
 from raysearch.train.config import TrialConfig, pretrain_key_fields, stage_of
 from raysearch.train.distributed import WorkerContext
 from raysearch.train.encoder_cache import MINE, PUBLISHED, WAIT, Claims, EncoderCache, encoder_key, key_fields
@@ -221,8 +224,10 @@ def one_worker_space(tmp_path, **changes) -> Path:
 
 
 def trial_reports(run_dir: Path) -> dict[str, list[dict]]:
-    return {d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
-            for d in sorted(run_dir.glob("trial_*")) if (d / "result.json").exists()}
+    """Every trial's reports; a last line that Tune is still writing is left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {d.name: trial_history(pyarrow.fs.LocalFileSystem(), str(d)) for d in sorted(run_dir.glob("trial_*"))}
 
 
 @pytest.mark.slow
@@ -291,14 +296,16 @@ def test_one_worker_trial_resumes_from_its_checkpoint_after_a_kill(tmp_path, ray
     try:
         # The Tune actor that runs the trial, in this test's own cluster, found before its first
         # checkpoint, so that the kill follows the checkpoint at once (the state API can take
-        # seconds on a busy machine, and the trial has only two epochs left by then).
+        # seconds on a busy machine, and the trial has only two epochs left by then). The kill
+        # waits for the report that names the checkpoint: Tune writes it to result.json once it has
+        # registered the checkpoint, which the checkpoint's directory precedes.
         pid, killed, deadline = None, None, time.time() + 400
         while killed is None and time.time() < deadline and driver.poll() is None:
             if pid is None:
                 actors = list_actors(address=env["RAY_ADDRESS"],
                                      filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
                 pid = actors[0].pid if actors else None
-            elif list(run_dir.glob("trial_*/checkpoint_*")):
+            elif any(r.get(Metric.CHECKPOINT_DIR_NAME) for rows in trial_reports(run_dir).values() for r in rows):
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
             time.sleep(0.05)
