@@ -27,23 +27,31 @@ def _local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def ray_two_cpus(_local_ray):
-    """The session's local Ray, with every CPU free when the test starts: CPUs that an earlier test
-    left held (a search driver it did not stop, a leaked placement group) fail this test at once,
-    naming what holds them, instead of letting its search wait for them until CI's time runs out."""
+def wait_for_free_cpus(timeout_s: float, what: str) -> None:
+    """Wait until every CPU of the session's Ray is free; after `timeout_s`, fail with `what` and the
+    placement groups that still hold CPUs."""
     import time
 
     import ray
 
-    cpus, deadline = ray.cluster_resources()["CPU"], time.monotonic() + 60
+    cpus, deadline = ray.cluster_resources()["CPU"], time.monotonic() + timeout_s
     while ray.available_resources().get("CPU", 0) < cpus - 1e-6:
         if time.monotonic() > deadline:
             held = [(g["placement_group_id"][:8], g["state"], g["bundles"]) for g in
                     ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
-            pytest.fail(f"an earlier test left CPUs held: {ray.available_resources().get('CPU', 0)} of {cpus} free; "
+            pytest.fail(f"{what}: {ray.available_resources().get('CPU', 0)} of {cpus} CPUs free after {timeout_s} s; "
                         f"placement groups {held}")
         time.sleep(0.5)
+
+
+@pytest.fixture
+def ray_two_cpus(_local_ray):
+    """The session's local Ray, with every CPU free when the test starts: CPUs that an earlier test
+    left held (a search driver it did not stop, a leaked placement group) fail this test at once,
+    naming what holds them, instead of letting its search wait for them until CI's time runs out.
+    Returns `wait_for_free_cpus`, for a test that frees CPUs itself (by killing a driver)."""
+    wait_for_free_cpus(60, "an earlier test left CPUs held")
+    return wait_for_free_cpus
 
 
 # -- a local S3 endpoint (moto's standalone server) ------------------------------------------------

@@ -116,11 +116,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path, ray_
         driver.kill()   # SIGKILL: the interruption under test, and no search left running by a failure
         driver.wait()
     # Ray ends a killed driver's job and gives its trials' CPUs back; the resumed search needs them.
-    cpus, deadline = ray.cluster_resources()["CPU"], time.time() + 120
-    while ray.available_resources().get("CPU", 0) < cpus - 1e-6:
-        assert time.time() < deadline, f"the killed driver's trials still hold CPUs: {ray.available_resources()}, " \
-                                       f"placement groups {ray.util.placement_group_table()}"
-        time.sleep(0.5)
+    wait_for_free_cpus = ray_two_cpus
+    wait_for_free_cpus(120, "the killed driver's trials still hold CPUs")
     done_before = recorded_done()
     assert 2 <= len(done_before) < 4
     lines_before = {t: len(trial_history(pyarrow.fs.LocalFileSystem(), str(run_dir / f"{TRIAL_DIR_PREFIX}{t}")))
